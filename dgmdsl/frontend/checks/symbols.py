@@ -1,0 +1,105 @@
+"""Declarations and definitions: the symbol table, duplicates, undeclared targets, types."""
+from __future__ import annotations
+
+from .. import ast as A
+from .. import errors as E
+from ..catalog import NETS, TYPES
+from ..checked import FlowInfo, NetInfo, SdeInfo, TypeInfo, VarInfo
+from ..values import to_value
+from .context import Context
+
+__all__ = ["check_declarations", "check_definitions", "check_type"]
+
+MAX_SIZE = 2 ** 40  # a declared size past this is a user error (and is never allocated)
+
+
+def check_type(ctx: Context, t: A.TypeExpr) -> TypeInfo:
+    """A TypeInfo for a declared type; errors for unknown names, bad K or bad dimensions."""
+    base = t.name
+    if base not in TYPES:
+        ctx.error(E.unknown(t.span, "type", base, TYPES))
+        base = "real"
+    k = None
+    if TYPES.get(t.name):
+        if t.arg is None:
+            ctx.error(E.bad_type(t.span, f"type {t.name} needs its number of values",
+                                 f"write {t.name}(K), e.g. {t.name}(10)"))
+        elif not t.arg.is_int or t.arg.value < 2 or t.arg.value > MAX_SIZE:
+            ctx.error(E.bad_type(t.arg.span, f"{t.name}(K) needs an integer K >= 2, got {t.arg.text}"))
+        else:
+            k = int(t.arg.value)
+    elif t.arg is not None:
+        ctx.error(E.bad_type(t.arg.span, f"type {t.name} takes no argument"))
+    if base == "binary":
+        k = 2
+    shape = []
+    for dim in t.shape:
+        if not dim.is_int or dim.value < 1 or dim.value > MAX_SIZE:
+            ctx.error(E.bad_type(dim.span, f"a dimension must be a positive integer, got {dim.text}"))
+            shape.append(1)
+        else:
+            shape.append(int(dim.value))
+    return TypeInfo(base, k, tuple(shape))
+
+
+def _first_span(ctx: Context, name: str):
+    for holder in (ctx.vars, ctx.nets, ctx.flows, ctx.sdes):
+        if name in holder:
+            return holder[name].span if hasattr(holder[name], "span") else holder[name].decl.name_span
+    return None
+
+
+def check_declarations(ctx: Context) -> None:
+    """Fill the symbol table; a second declaration of a name is an error at the later one."""
+    for item in ctx.model.items:
+        if not isinstance(item, (A.VarDecl, A.NetDecl, A.FlowDecl, A.SdeDecl)):
+            continue
+        first = _first_span(ctx, item.name)
+        if first is not None:
+            ctx.error(E.duplicate_declaration(item.name_span, item.name, first))
+            continue
+        if isinstance(item, A.VarDecl):
+            ctx.vars[item.name] = VarInfo(item.name, item.kind, check_type(ctx, item.type), item.name_span)
+        elif isinstance(item, A.NetDecl):
+            _declare_net(ctx, item)
+        elif isinstance(item, A.FlowDecl):
+            ctx.flows[item.name] = FlowInfo(item.name, item)
+        else:
+            ctx.sdes[item.name] = SdeInfo(item.name, item)
+
+
+def _declare_net(ctx: Context, decl: A.NetDecl) -> None:
+    ctor = A.call_name(decl.ctor)
+    if ctor is None or ctor not in NETS:
+        ctx.error(E.unknown(decl.ctor.span, "net", ctor or "expression", NETS))
+        ctor = "MLP"
+    value = to_value(decl.ctor)
+    options = dict(getattr(value, "kwargs", ()) or ())
+    if isinstance(decl.ctor, A.Call) and decl.ctor.positional:
+        ctx.error(E.bad_argument(decl.ctor.span, f"{ctor} options must be named",
+                                 "e.g. MLP(hidden = [128, 128])"))
+    for arg in (decl.ctor.args if isinstance(decl.ctor, A.Call) else ()):
+        if arg.name is not None and arg.name not in NETS[ctor].options:
+            ctx.error(E.unknown(arg.span, f"option of {ctor}", arg.name, NETS[ctor].options))
+    inputs = tuple(n.id for n in decl.inputs) if decl.inputs else None
+    ctx.nets[decl.name] = NetInfo(decl.name, decl.kind, ctor, options, decl.name_span, inputs)
+
+
+def check_definitions(ctx: Context) -> None:
+    """Each statement defines a declared variable, at most once; latents must be defined."""
+    for stmt in ctx.statements():
+        var = ctx.vars.get(stmt.target)
+        if var is None:
+            if stmt.target in ctx.declared:
+                ctx.error(E.bad_argument(stmt.target_span, f"'{stmt.target}' is not a variable",
+                                         "only data, latent and param variables are defined by statements"))
+            else:
+                ctx.error(E.undeclared_target(stmt.target_span, stmt.target, ctx.vars))
+            continue
+        if var.stmt is not None:
+            ctx.error(E.defined_twice(stmt.target_span, stmt.target, var.stmt.target_span))
+            continue
+        var.stmt = stmt
+    for var in ctx.vars.values():
+        if var.kind == "latent" and var.stmt is None:
+            ctx.error(E.latent_undefined(var.span, var.name))

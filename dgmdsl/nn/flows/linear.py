@@ -1,0 +1,86 @@
+"""Linear invertible layers: coordinate permutations and an LU-parametrised matrix."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from pyro.distributions.transforms import Permute
+from torch import Tensor, nn
+
+from .base import FlowLayer, apply_pyro
+
+__all__ = ["Permutation", "LULinear", "reverse_order", "random_order"]
+
+
+def reverse_order(dim: int) -> list[int]:
+    """`permute(reverse)`."""
+    return list(range(dim - 1, -1, -1))
+
+
+def random_order(dim: int, seed: int) -> list[int]:
+    """`permute(random(seed))`: reproducible, independent of the global RNG."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(dim, generator=generator).tolist()
+
+
+class Permutation(FlowLayer):
+    """`x[..., j] = z[..., permutation[j]]`; log-det 0."""
+
+    def __init__(self, permutation: Sequence[int]) -> None:
+        super().__init__()
+        self.register_buffer("permutation", torch.tensor(list(permutation), dtype=torch.long), persistent=False)
+
+    def _pyro(self) -> Permute:
+        # Pyro's Permute is not an nn.Module; rebuilding it from the buffer keeps
+        # the index on the module's device. It is cheap (no parameters).
+        return Permute(self.permutation, cache_size=0)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return apply_pyro(self._pyro(), z)
+
+    def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return apply_pyro(self._pyro(), x, inverse=True)
+
+
+class LULinear(FlowLayer):
+    """`x = z W^T` with `W = P L U` (Glow): P fixed, L unit lower, U upper.
+
+    log|det W| = sum of the log |diag U|, stored directly as a parameter.
+    Initialised at the LU factors of a random orthogonal matrix.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        orthogonal, _ = torch.linalg.qr(torch.randn(dim, dim))
+        perm, lower, upper = torch.linalg.lu(orthogonal)
+        diag = upper.diagonal()
+        self.register_buffer("perm", perm)
+        self.register_buffer("sign", diag.sign())
+        self.lower = nn.Parameter(lower.tril(-1))
+        self.upper = nn.Parameter(upper.triu(1))
+        self.log_abs_diag = nn.Parameter(diag.abs().log())
+
+    def _factors(self) -> tuple[Tensor, Tensor]:
+        eye = torch.eye(self.perm.size(0), dtype=self.lower.dtype, device=self.lower.device)
+        lower = self.lower.tril(-1) + eye
+        upper = self.upper.triu(1) + torch.diag(self.sign * self.log_abs_diag.exp())
+        return lower, upper
+
+    def _log_det(self, inputs: Tensor) -> Tensor:
+        return self.log_abs_diag.sum().expand(inputs.shape[:-1])
+
+    def weight(self) -> Tensor:
+        lower, upper = self._factors()
+        return self.perm @ lower @ upper
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return z @ self.weight().T, self._log_det(z)
+
+    def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        # Solve z U^T L^T = x P via two triangular solves, from the right.
+        lower, upper = self._factors()
+        flat = (x @ self.perm).reshape(-1, x.size(-1))
+        flat = torch.linalg.solve_triangular(lower.T, flat, upper=True, left=False, unitriangular=True)
+        flat = torch.linalg.solve_triangular(upper.T, flat, upper=False, left=False)
+        return flat.reshape(x.shape), -self._log_det(x)

@@ -1,0 +1,1 @@
+"""Losses, samplers and estimators in plain torch, shared by backends and engines."""

@@ -145,7 +145,8 @@ def choose_method(ctx: Context, family: str, fit: dict) -> MethodChoice:
     options = dict(given.kwargs) if isinstance(given, CallValue) else {}
     span = given.span if isinstance(given, (Sym, CallValue)) else ctx.model.name_span
     if name and name != "auto":
-        if name not in valid:
+        from .options_schema import METHODS
+        if name in METHODS and name not in valid:
             ctx.error(E.method_not_valid(span, name, valid, f"its structure calls for {method}, rule {rule} of §7"))
         reasons = [f"fit.method = {name} was given"] + [f"(auto would choose {method}: {reasons[0]})"]
         return MethodChoice(name, options, "fit.method", reasons,

@@ -80,7 +80,8 @@ def _check_data(ctx: Context, opt: A.Option, value) -> None:
         return  # a path; read only by fit
     name = value.name if isinstance(value, (Sym, CallValue)) else None
     if name not in DATASETS:
-        ctx.error(E.unknown(opt.value.span, "data set", name or str(value), DATASETS))
+        span = value.expr.func.span if isinstance(value, CallValue) and value.expr is not None else opt.value.span
+        ctx.error(E.unknown(span, "data set", name or str(value), DATASETS))
         return
     ctx.extend(validate(DATASET_SCHEMAS[name], value, opt.value.span, "fit.data"))
     if name == "samples" and isinstance(value, CallValue):

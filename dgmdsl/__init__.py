@@ -15,7 +15,7 @@ __all__ = ["DgmError", "Diagnostic", "Explanation", "Model", "Program", "load", 
 __version__ = "0.1.0"
 
 
-def open_run(path):
+def open_run(path, device: str = "auto"):
     """Reload a fitted run directory written by `fit`."""
     from .runtime.api import open_run as _open_run
-    return _open_run(path)
+    return _open_run(path, device=device)

@@ -170,6 +170,8 @@ def _download(url: str, path: Path) -> None:
             shutil.copyfileobj(response, out)
         read_amat(partial)  # refuse a truncated or garbled download
         os.replace(partial, path)
+    except DataError as err:
+        raise DataError(f"the file downloaded from {url} is not valid: {err.message}", source=str(path)) from None
     except OSError as err:  # includes urllib's URLError
         raise DataError(
             f"could not download {url}: {err}",

@@ -17,6 +17,7 @@ from functools import cached_property
 import numpy as np
 
 from .errors import DataError, did_you_mean
+from .validate import VarSpec
 
 __all__ = [
     "Arc",
@@ -54,6 +55,11 @@ class ToySet(ABC):
     @abstractmethod
     def dim(self) -> int:
         """Number of columns of `x`."""
+
+    @property
+    def variables(self) -> tuple[VarSpec, ...]:
+        """What `generate` returns, as data variables (for checking a spec)."""
+        return (VarSpec("x", "real", shape=(self.dim,)),)
 
     def generate(self, n: int, seed: int, **options: object) -> dict[str, np.ndarray]:
         """`n` examples drawn with `np.random.default_rng(seed)`; floats as float32."""
@@ -171,11 +177,12 @@ class CurveToySet(ToySet):
     def _quadrature(self, refinement: int) -> tuple[np.ndarray, np.ndarray]:
         """Quadrature nodes (as mixture means) and their log weights, all arcs."""
         panel_length = _PANEL_LENGTH_IN_STDS * self.noise_std / refinement
-        pieces = [_arc_nodes(arc, panel_length) for arc in self.arcs]
-        t_nodes = [t for t, _ in pieces]
-        means = np.concatenate([arc.point(t) for arc, t in zip(self.arcs, t_nodes)])
-        weights = np.concatenate([arc.weight * arc.pdf(t) * w for arc, (t, w) in zip(self.arcs, pieces)])
-        return means, np.log(weights)
+        means, weights = [], []
+        for arc in self.arcs:
+            t, quadrature_weights = _arc_nodes(arc, panel_length)
+            means.append(arc.point(t))
+            weights.append(arc.weight * arc.pdf(t) * quadrature_weights)
+        return np.concatenate(means), np.log(np.concatenate(weights))
 
 
 def _arc_nodes(arc: Arc, panel_length: float) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ from functools import cached_property
 import numpy as np
 
 from .toy_base import Arc, CurveToySet, MixtureToySet, ToySet
+from .validate import VarSpec
 
 __all__ = [
     "CheckerboardSet",
@@ -225,6 +226,10 @@ class LogisticToySet(ToySet):
     @property
     def dim(self) -> int:
         return len(LOGISTIC_TOY_WEIGHTS)
+
+    @property
+    def variables(self) -> tuple[VarSpec, ...]:
+        return (VarSpec("x", "real", shape=(self.dim,)), VarSpec("y", "binary"))
 
     def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         x = rng.standard_normal((n, self.dim))

@@ -68,7 +68,7 @@ def _read_npy(path: Path, variables: Sequence[VarSpec]) -> dict[str, np.ndarray]
 
 
 def _read_csv(path: Path, variables: Sequence[VarSpec]) -> dict[str, np.ndarray]:
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: drop a spreadsheet's BOM
         rows = [row for row in csv.reader(handle) if row]
     if not rows:
         raise DataError("the file is empty; a header row naming the columns is required", source=str(path))

@@ -72,18 +72,18 @@ def validate_arrays(
     (missing stays NaN). Missing values are allowed only where `missing_ok`.
     """
     checked: dict[str, np.ndarray] = {}
-    first: VarSpec | None = None
     for var in variables:
         if var.name not in arrays:
             continue
         values = _shaped(var, np.asarray(arrays[var.name]), source)
-        if first is not None and len(values) != len(checked[first.name]):
-            raise DataError(
-                f"'{var.name}' has {len(values)} rows but '{first.name}' has {len(checked[first.name])}",
-                variable=var.name,
-                source=source,
-            )
-        first = first or var
+        if checked:
+            first, first_values = next(iter(checked.items()))
+            if len(values) != len(first_values):
+                raise DataError(
+                    f"'{var.name}' has {len(values)} rows but '{first}' has {len(first_values)}",
+                    variable=var.name,
+                    source=source,
+                )
         checked[var.name] = _checked_values(var, values, source)
     return checked
 

@@ -35,6 +35,7 @@ class DistInfo:
     exclusive: tuple[tuple[str, ...], ...] = ()  # groups where exactly one is given (probs | logits)
     head_widths: dict[str, int] = field(default_factory=dict)  # outputs per element when a net is the head
     takes_k: bool = False               # MixtureOfGaussians(K): a structural argument
+    per_value: tuple[str, ...] = ()     # parameters with a trailing axis of K entries
 
     @property
     def discrete(self) -> bool:
@@ -43,7 +44,8 @@ class DistInfo:
 
 DISTRIBUTIONS: dict[str, DistInfo] = {d.name: d for d in [
     DistInfo("Bernoulli", ("probs", "logits"), "binary", (("probs", "logits"),), {"logits": 1}),
-    DistInfo("Categorical", ("probs", "logits"), "categorical", (("probs", "logits"),), {"logits": -1}),
+    DistInfo("Categorical", ("probs", "logits"), "categorical", (("probs", "logits"),), {"logits": -1},
+             per_value=("probs", "logits")),
     DistInfo("Normal", ("loc", "scale"), "real", (), {"loc": 1, "scale": 1}),
     DistInfo("LogNormal", ("loc", "scale"), "positive", (), {"loc": 1, "scale": 1}),
     DistInfo("Laplace", ("loc", "scale"), "real", (), {"loc": 1, "scale": 1}),
@@ -54,7 +56,7 @@ DISTRIBUTIONS: dict[str, DistInfo] = {d.name: d for d in [
     DistInfo("Exponential", ("rate",), "positive", (), {"rate": 1}),
     DistInfo("Poisson", ("rate",), "count", (), {"rate": 1}),
     DistInfo("MixtureOfGaussians", ("logits", "loc", "scale"), "real", (),
-             {"logits": -1, "loc": -1, "scale": -1}, takes_k=True),
+             {"logits": -1, "loc": -1, "scale": -1}, takes_k=True, per_value=("logits", "loc", "scale")),
     DistInfo("DiscretizedLogistic", ("loc", "scale"), "ordinal", (), {"loc": 1, "scale": 1}),
 ]}
 

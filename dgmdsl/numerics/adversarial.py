@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgmdsl.numerics.fgan import get_divergence
+from dgmdsl.numerics.fgan import f_gan_bound, get_divergence
 
 __all__ = [
     "DEFAULT_F_DIVERGENCE",
@@ -134,7 +134,7 @@ def f_gan_loss(divergence: str = DEFAULT_F_DIVERGENCE,
         raise ValueError(f"generator_form must be one of {F_GAN_GENERATOR_FORMS}, got {generator_form!r}")
 
     def bound(real_out: Tensor, fake_out: Tensor) -> Tensor:
-        return div.activation(real_out).mean() - div.conjugate_of_activation(fake_out).mean()
+        return f_gan_bound(div, real_out, fake_out)
 
     def critic_loss(real_out: Tensor, fake_out: Tensor) -> Tensor:
         return -bound(real_out, fake_out)
@@ -178,7 +178,6 @@ def make_loss(name: str, **options: object) -> AdversarialLoss:
 
 # --- critic regularisers ---
 
-
 def _as_tuple(x: TensorOrTensors) -> tuple[Tensor, ...]:
     return (x,) if isinstance(x, Tensor) else tuple(x)
 
@@ -191,8 +190,9 @@ def gradient_penalty(critic_fn: Callable[..., Tensor], real: TensorOrTensors,
     `real`/`fake` may be tuples of tensors (a BiGAN critic reading (x, z)): each
     is interpolated with the same per-example ε and the norm is taken over all
     of them jointly. ε ~ U(0, 1) from `generator`, unless `eps` (shape [n]) is
-    given. Inputs are detached: the penalty regularises the critic only, and
-    the graph through the critic is kept (create_graph) so it can be trained on.
+    given (`generator` must live on the inputs' device). Inputs are detached:
+    the penalty regularises the critic only, and the graph through the critic is
+    kept (create_graph) so it can be trained on.
     """
     reals, fakes = _as_tuple(real), _as_tuple(fake)
     if len(reals) != len(fakes):
@@ -204,6 +204,7 @@ def gradient_penalty(critic_fn: Callable[..., Tensor], real: TensorOrTensors,
     out = critic_fn(*interpolates)
     grads = torch.autograd.grad(out.sum(), interpolates, create_graph=True)
     squared_norm = sum(g.reshape(n, -1).pow(2).sum(dim=1) for g in grads)
+    # The tiny offset keeps sqrt's backward finite where the critic is flat (zero gradient).
     norm = torch.sqrt(squared_norm + torch.finfo(squared_norm.dtype).tiny)
     return ((norm - target_norm) ** 2).mean()
 

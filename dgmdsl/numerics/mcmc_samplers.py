@@ -76,7 +76,8 @@ def langevin(energy_fn: EnergyFn, x0: Tensor, steps: int, step_size: float,
     return x
 
 
-def _log_langevin_kernel(to: Tensor, start: Tensor, grad_at_start: Tensor, step_size: float) -> Tensor:
+def _log_langevin_kernel(to: Tensor, start: Tensor, grad_at_start: Tensor,
+                         step_size: float) -> Tensor:
     """log q(to | start) of the Langevin proposal, up to a constant that cancels in MH ratios."""
     diff = (to - start + step_size * grad_at_start).reshape(to.shape[0], -1)
     return -diff.pow(2).sum(1) / (4.0 * step_size)

@@ -51,6 +51,7 @@ def log_z_quadrature(energy_fn: EnergyFn, low: float | Sequence[float] | Tensor,
     the given box misses (as far as the larger box can see). Keys: log_z, log_z_enlarged,
     truncation_estimate, cell_volume, grid ([n^D, D] cell centres, 'ij' order) and
     log_density ([n^D], -E - log_z on the grid), low, high, enlarged_low, enlarged_high.
+    The grid lives on `device` (default: low's device if it is a tensor, else the CPU).
     """
     if isinstance(low, Tensor) and device is None:
         device = low.device
@@ -59,8 +60,9 @@ def log_z_quadrature(energy_fn: EnergyFn, low: float | Sequence[float] | Tensor,
     high_v = _as_vector(high, device, dtype)
     dim = low_v.numel()
     if dim not in (1, 2) or high_v.numel() != dim:
-        raise ValueError(f"quadrature needs 1 or 2 dims with matching bounds, got low {list(low_v.shape)}"
-                         f" and high {list(high_v.shape)}; use annealed_importance_sampling")
+        raise ValueError(f"quadrature needs 1 or 2 dims with matching bounds, got low "
+                         f"{list(low_v.shape)} and high {list(high_v.shape)}; "
+                         "use annealed_importance_sampling")
     if not bool((high_v > low_v).all()) or points_per_dim < 1:
         raise ValueError("need high > low in every dimension and points_per_dim >= 1")
     cell = (high_v - low_v) / points_per_dim
@@ -94,6 +96,18 @@ def _step_size_update(step_size: float, acceptance_rate: float) -> float:
     return step_size
 
 
+def _base_energy(x: Tensor, base_std: float) -> Tensor:
+    """-log N(x; 0, base_std^2 I) without its normalising constant."""
+    return 0.5 * x.pow(2).sum(1) / base_std ** 2
+
+
+def _annealed_energy(energy_fn: EnergyFn, base_std: float, beta: float) -> EnergyFn:
+    """Energy of the intermediate target: (1 - beta) * base energy + beta * E."""
+    def energy(x: Tensor) -> Tensor:
+        return (1.0 - beta) * _base_energy(x, base_std) + beta * per_example_energy(energy_fn, x)
+    return energy
+
+
 def annealed_importance_sampling(energy_fn: EnergyFn, dim: int, n_chains: int = 256,
                                  n_temps: int = 200, base_std: float = 1.0,
                                  mcmc_steps_per_temp: int = 1, step_size: float = 0.1,
@@ -117,19 +131,17 @@ def annealed_importance_sampling(energy_fn: EnergyFn, dim: int, n_chains: int = 
     x = base_std * standard_normal((n_chains, dim), like, generator)
     log_base_norm = 0.5 * dim * math.log(2.0 * math.pi * base_std ** 2)
 
-    def base_energy(v: Tensor) -> Tensor:  # -log N(v; 0, base_std^2 I) without its constant
-        return 0.5 * v.pow(2).sum(1) / base_std ** 2
-
     log_w = torch.zeros(n_chains, dtype=torch.float64, device=like.device)
     rates = []
     for k in range(1, n_temps + 1):
         with torch.no_grad():
-            log_w += (betas[k] - betas[k - 1]) * (base_energy(x) - per_example_energy(energy_fn, x)).double()
+            # log f_b(x) is linear in b with slope base energy - E(x).
+            slope = _base_energy(x, base_std) - per_example_energy(energy_fn, x)
+            log_w += (betas[k] - betas[k - 1]) * slope.double()
         if k == n_temps:
             break  # a transition at b = 1 would not change the weights
-        beta = betas[k]
-        x, rate = mala(lambda v: (1.0 - beta) * base_energy(v) + beta * per_example_energy(energy_fn, v),
-                       x, mcmc_steps_per_temp, step_size, generator)
+        target = _annealed_energy(energy_fn, base_std, betas[k])
+        x, rate = mala(target, x, mcmc_steps_per_temp, step_size, generator)
         rates.append(rate)
         if adapt_step_size:
             step_size = _step_size_update(step_size, rate)

@@ -53,7 +53,8 @@ def _differentiable_energy_grad(energy_fn: EnergyFn, x: Tensor) -> tuple[Tensor,
     return x_leaf, grad.reshape(x.shape[0], -1)
 
 
-def _draw(kind: str, shape: Sequence[int], like: Tensor, generator: torch.Generator | None) -> Tensor:
+def _draw(kind: str, shape: Sequence[int], like: Tensor,
+          generator: torch.Generator | None) -> Tensor:
     # Draw on the generator's own device, then move: a CPU generator then seeds runs on any device.
     device = generator.device if generator is not None else like.device
     draw = torch.randn if kind == "normal" else torch.rand
@@ -61,12 +62,14 @@ def _draw(kind: str, shape: Sequence[int], like: Tensor, generator: torch.Genera
     return sample.to(like.device)
 
 
-def standard_normal(shape: Sequence[int], like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def standard_normal(shape: Sequence[int], like: Tensor,
+                    generator: torch.Generator | None = None) -> Tensor:
     """N(0, 1) draws with `like`'s dtype and device, reproducible from `generator`."""
     return _draw("normal", shape, like, generator)
 
 
-def standard_uniform(shape: Sequence[int], like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def standard_uniform(shape: Sequence[int], like: Tensor,
+                     generator: torch.Generator | None = None) -> Tensor:
     """U[0, 1) draws with `like`'s dtype and device, reproducible from `generator`."""
     return _draw("uniform", shape, like, generator)
 
@@ -99,7 +102,8 @@ def _projections(distribution: str, shape: Sequence[int], like: Tensor,
         return (standard_uniform(shape, like, generator) < 0.5).to(like.dtype) * 2 - 1
     if distribution == "gaussian":
         return standard_normal(shape, like, generator)
-    raise ValueError(f"unknown projection distribution {distribution!r}; use 'rademacher' or 'gaussian'")
+    raise ValueError(f"unknown projection distribution {distribution!r}; "
+                     "use 'rademacher' or 'gaussian'")
 
 
 def sliced_score_matching_loss(energy_fn: EnergyFn, x: Tensor, projections: int = 1,
@@ -134,7 +138,8 @@ def _sigma_per_example(sigma: float | Tensor, x: Tensor) -> Tensor:
         return sigma
     if sigma.shape == x.shape[:1]:
         return sigma.reshape(-1, 1)
-    raise ValueError(f"sigma must be a scalar or have shape [{x.shape[0]}], got {list(sigma.shape)}")
+    raise ValueError(f"sigma must be a scalar or have shape [{x.shape[0]}], "
+                     f"got {list(sigma.shape)}")
 
 
 def denoising_score_matching_loss(energy_fn: EnergyFn, x: Tensor, sigma: float | Tensor,

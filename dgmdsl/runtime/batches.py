@@ -70,14 +70,15 @@ class EpochBatches:
         """Batch number ``position`` of an epoch, on the training device, and its size."""
         start = position * self.batch_size
         index = order[start : start + self.batch_size]
+        size = min(self.batch_size, self.rows_per_rank - start)
         if self._on_device:
-            return {name: rows.index_select(0, index) for name, rows in self._data.items()}, len(index)
+            return {name: rows.index_select(0, index) for name, rows in self._data.items()}, size
         # The gathered batch is not pinned, so this copy is effectively synchronous;
         # only data sets too large for the GPU take this path.
         return {
             name: rows.index_select(0, index).to(self._device, non_blocking=True)
             for name, rows in self._data.items()
-        }, len(index)
+        }, size
 
 
 def _common_length(data: Mapping[str, torch.Tensor]) -> int:

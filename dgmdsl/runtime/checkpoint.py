@@ -77,8 +77,14 @@ def _fsync_directory(directory: Path) -> None:
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
     """Write ``state`` (nested dicts/lists of tensors and scalars) atomically."""
     _check_loadable(state, "state")
-    with atomic_open(path) as handle:
-        torch.save(state, handle)
+    try:
+        with atomic_open(path) as handle:
+            torch.save(state, handle)
+    except OSError as error:
+        raise RuntimeUserError(
+            f"cannot write checkpoint {path}: {error.strerror or error}",
+            hint="check the free disk space and the permissions of the run directory",
+        ) from None
 
 
 def _check_loadable(value: Any, where: str) -> None:

@@ -46,7 +46,7 @@ class LoopConfig:
     batch_size: int
     seed: int
     metrics_every: int = 50
-    checkpoint_every_s: float | None = 300.0  # None: only at the end and on stop
+    checkpoint_every_s: float | None = 300.0  # None: only at the end and on stop; 0: every step
     quiet: bool = False
     drop_last: bool = False
     log_every_s: float = 10.0
@@ -88,7 +88,11 @@ class Trainable(Protocol):
 
     def train_step(self, batch: dict[str, torch.Tensor], step: int) -> StepOutput:
         """Take optimizer step number ``step`` (from 1); return the 0-dim loss, or a
-        dict with ``"loss"`` and other scalar metrics (tensors or floats)."""
+        dict with ``"loss"`` and other scalar metrics (tensors or floats).
+
+        Returned tensors are read back a few steps later (not synced each step):
+        return detached metrics and do not modify them in place afterwards.
+        """
         ...
 
     def state_dict(self) -> dict[str, Any]:
@@ -243,7 +247,6 @@ class _Session:
         self.run_dir.flush()
         save_checkpoint(self.run_dir.checkpoint_path, checkpoint)
         self.checkpoint_path = self.run_dir.checkpoint_path
-
 
     def _position(self) -> dict[str, int]:
         """Epoch and batch within it, for people reading a checkpoint (derivable from step)."""

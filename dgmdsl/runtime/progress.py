@@ -94,7 +94,8 @@ class Progress:
     def _postfix(self) -> str:
         parts = [] if self._loss_ema is None else [f"loss={self._loss_ema:.4g}"]
         parts += [f"{name}={value:.4g}" for name, value in self._extra.items()]
-        parts.append(f"{self._samples_per_s:.4g} samples/s")
+        rate = self._samples_per_s
+        parts.append(f"{rate:,.0f} samples/s" if rate >= 100 else f"{rate:.3g} samples/s")
         return ", ".join(parts)
 
     def _log_line(self, now: float) -> None:

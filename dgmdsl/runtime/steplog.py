@@ -25,7 +25,7 @@ _MAX_PENDING = 128  # steps held on the device before a forced read-back
 _DRAIN_EVERY_S = 0.5  # read back at least this often, for the progress display
 
 Record = dict[str, Any]
-Progress = tuple[int, float, int, dict[str, float] | None]
+DrainSummary = tuple[int, float, int, dict[str, float] | None]
 
 
 @dataclass
@@ -88,7 +88,9 @@ class StepLog:
         else:
             loss = output["loss"]
             self._losses.append(loss.detach() if isinstance(loss, torch.Tensor) else loss)
-            self._extras.append(_detached_extras(output))
+            # A shallow copy (an engine may reuse its dict); the extra metrics are
+            # kept as returned, so they should be detached or computed without grad.
+            self._extras.append(dict(output))
         self._samples.append(n_samples)
         now = time.monotonic()
         self._times.append(now)
@@ -97,7 +99,7 @@ class StepLog:
     def drain_due(self, now: float) -> bool:
         return len(self._losses) >= _MAX_PENDING or now >= self._next_drain
 
-    def drain(self) -> Progress | None:
+    def drain(self) -> DrainSummary | None:
         """Read pending steps back; returns (step, mean loss, samples, extras) for display.
 
         Raises :class:`NonFiniteLoss` at the first non-finite loss, after
@@ -162,27 +164,27 @@ class StepLog:
         return record
 
 
-def _detached_extras(output: dict[str, Any]) -> dict[str, Any]:
-    # Detached so that pending metrics do not keep autograd graphs alive.
-    return {
-        name: value.detach() if isinstance(value, torch.Tensor) else value
-        for name, value in output.items()
-        if name != "loss"
-    }
-
-
-def _to_floats(values: list[torch.Tensor | float]) -> list[float]:
+def _to_floats(values: list[Any]) -> list[float]:
     """Scalars to floats with one device sync when they are tensors on one device."""
     tensors = [value for value in values if isinstance(value, torch.Tensor)]
-    if len(tensors) == len(values) and len({tensor.device for tensor in tensors}) == 1:
-        return torch.stack([tensor.reshape(()) for tensor in tensors]).tolist()
-    return [float(value) for value in values]
+    if len(tensors) < len(values) or len({tensor.device for tensor in tensors}) > 1:
+        return [float(value) for value in values]
+    try:
+        stacked = torch.stack(tensors)
+    except RuntimeError:  # mixed shapes such as () and (1,)
+        stacked = torch.stack([tensor.reshape(()) for tensor in tensors])
+    return stacked.reshape(len(tensors)).tolist()
 
 
 def _extras_to_floats(extras: list[dict[str, Any] | None]) -> list[dict[str, float] | None]:
+    """Per-step extra metrics (the step's output dict minus ``loss``) as floats."""
     by_name: dict[str, list[Any]] = {}
     for extra in extras:
         for name, value in (extra or {}).items():
-            by_name.setdefault(name, []).append(value)
+            if name != "loss":
+                by_name.setdefault(name, []).append(value)
     floats = {name: iter(_to_floats(values)) for name, values in by_name.items()}
-    return [None if extra is None else {name: next(floats[name]) for name in extra} for extra in extras]
+    return [
+        None if extra is None else {name: next(floats[name]) for name in extra if name != "loss"}
+        for extra in extras
+    ]

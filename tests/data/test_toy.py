@@ -19,6 +19,7 @@ from dgmdsl.data import (
     toy_entropy,
     toy_modes,
     toy_set,
+    validate_arrays,
 )
 
 # Half-width of a square box holding all but a negligible part of the mass;
@@ -53,8 +54,8 @@ def test_generation_is_deterministic_and_well_typed(name):
     assert first["x"].shape == (64, toy.dim) and first["x"].dtype == np.float32
     assert np.array_equal(first["x"], again["x"])
     assert not np.allclose(first["x"], other["x"])
-    assert np.array_equal(toy_dataset(name, 10, 3)["x"], first["x"][:10]) or name == "checkerboard" or True
     assert np.all(np.isfinite(toy.log_prob(first)))
+    assert validate_arrays(first, toy.variables).keys() == first.keys()
 
 
 def test_logistic_toy_labels_are_int64_bits():
@@ -66,7 +67,7 @@ def test_logistic_toy_labels_are_int64_bits():
 @pytest.mark.parametrize("name", sorted(BOX_HALF_WIDTH))
 def test_2d_density_integrates_to_one(name):
     density, area = grid_density(name)
-    assert abs(density.sum() * area - 1.0) < 1e-3
+    assert abs(density.sum() * area - 1.0) < 1e-4
 
 
 @pytest.mark.parametrize("name", sorted(BOX_HALF_WIDTH))
@@ -165,18 +166,17 @@ def test_gaussian_mixture_8d_density_is_the_mixture():
 
 def test_gaussian_mixture_8d_is_normalized_and_moments_match():
     toy = toy_set("gaussian_mixture_8d")
+    n = 50_000
+    x = toy_dataset("gaussian_mixture_8d", n, 0)["x"].astype(np.float64)
+    # E_{x~p}[q(x)/p(x)] = 1 for any normalized q; with q = w_k-weighted
+    # component k the ratio's variance is below 1/w_k, so the check is tight.
+    k = int(np.argmax(toy.weights))
+    ratio = np.exp(gaussian_log_pdf(x, toy.means[k], toy.covariances[k]) - toy.log_density(x))
+    standard_error = ratio.std() / np.sqrt(n)
+    assert standard_error < 0.02 and abs(ratio.mean() - 1) < 4 * standard_error
     mean = toy.weights @ toy.means
     spread = toy.means - mean
     cov = np.einsum("k,kij->ij", toy.weights, toy.covariances + spread[:, :, None] * spread[:, None, :])
-    # Importance sampling from a broad Gaussian: E_q[p/q] = 1 exactly when p is normalized.
-    rng = np.random.default_rng(0)
-    proposal = 2.0 * cov
-    z = rng.multivariate_normal(mean, proposal, size=100_000)
-    ratio = np.exp(toy.log_density(z) - gaussian_log_pdf(z, mean, proposal))
-    standard_error = ratio.std() / np.sqrt(len(ratio))
-    assert standard_error < 0.02 and abs(ratio.mean() - 1) < 4 * standard_error
-    n = 50_000
-    x = toy_dataset("gaussian_mixture_8d", n, 0)["x"].astype(np.float64)
     assert np.all(np.abs(x.mean(axis=0) - mean) < 4 * np.sqrt(np.diag(cov) / n))
     assert np.allclose(np.cov(x.T), cov, atol=0.1)
 
@@ -200,7 +200,7 @@ def test_logistic_toy_entropy_is_conditional_label_entropy():
     nodes, weights = np.polynomial.hermite_e.hermegauss(80)
     logits = LOGISTIC_TOY_BIAS + np.linalg.norm(LOGISTIC_TOY_WEIGHTS) * nodes
     prob = 1 / (1 + np.exp(-logits))
-    binary_entropy = -(prob * np.log(prob) + (1 - prob) * np.log1p(-prob))
+    binary_entropy = prob * np.logaddexp(0, -logits) + (1 - prob) * np.logaddexp(0, logits)
     expected = (weights @ binary_entropy) / np.sqrt(2 * np.pi)
     entropy, standard_error = toy_entropy("logistic_toy", n=20_000, seed=2)
     assert abs(entropy - expected) < 4 * standard_error

@@ -10,6 +10,16 @@ from torch.autograd.functional import jacobian
 from dgmdsl.nn.flows import LAYER_BUILDERS, FlowStack, LayerSpec, MaskedCoupling, Permutation, RepeatSpec, build_flow
 from dgmdsl.nn.flows.linear import random_order
 
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    # Tensors here are tiny: extra intra-op threads only add contention on shared cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 DIM = 4
 
 
@@ -163,3 +173,22 @@ def test_nested_repeats_count_repetitions_of_the_unrolled_layer():
 def test_bad_specs_are_rejected(spec):
     with pytest.raises(ValueError):
         build_flow([spec], 4)
+
+
+def test_batchnorm_training_inverse_uses_batch_statistics():
+    flow = build_flow([LayerSpec("batchnorm")], 3).train()
+    x = torch.randn(400, 3) * torch.tensor([3.0, 0.5, 1.0]) + 2.0
+    z, log_det = flow.inverse(x)
+    torch.testing.assert_close(z.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(3), atol=1e-3, rtol=0)
+    expected = -0.5 * torch.log(x.var(0) + 1e-5).sum()
+    torch.testing.assert_close(log_det, expected.expand(400))
+
+
+def test_default_nets_follow_the_hidden_option():
+    spec = [LayerSpec("affine_coupling", {"net": {"hidden": [7, 5]}}), LayerSpec("maf", {"net": {"hidden": [9]}})]
+    flow = build_flow(spec, 4)
+    widths = [[m.out_features for m in layer.modules() if isinstance(m, nn.Linear)] for layer in flow.layers]
+    assert widths == [[7, 5, 4], [9, 8]]  # coupling: shift and log-scale of 2 coordinates; MADE: 2 per input
+    z = torch.randn(3, 4)
+    torch.testing.assert_close(flow.inverse(flow(z)[0])[0], z, atol=1e-5, rtol=0)

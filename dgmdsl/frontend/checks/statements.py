@@ -78,7 +78,7 @@ def check_distribution(ctx: Context, var: VarInfo, info: DistInfo, expr: A.Call)
 
 
 def _param_shape(info: DistInfo, pname: str, shape: tuple[int, ...], k: int | None) -> tuple[int, ...]:
-    if info.head_widths.get(pname) == -1 and k:
+    if pname in info.per_value and k:
         return shape + (k,)
     return shape
 

@@ -36,6 +36,8 @@ class Conditioner(nn.Module):
 
     Positions stay in their natural (storage) layout; the order is encoded in
     the masks, so output position i depends only on inputs visited before i.
+    Orders and masks are rebuilt deterministically from the constructor
+    arguments, so they are non-persistent buffers and checkpoints hold weights only.
     """
 
     num_masks = 1
@@ -47,7 +49,7 @@ class Conditioner(nn.Module):
         self.dim = dim
         self.params_per_position = params_per_position
         self.in_features = in_features
-        self.register_buffer("order", order.clone().long())
+        self.register_buffer("order", order.clone().long(), persistent=False)
 
     def order_for(self, mask_index: int | None = None) -> Tensor:
         """The visiting order of the connectivity ``mask_index`` (one order unless an ensemble)."""
@@ -63,7 +65,8 @@ class Conditioner(nn.Module):
         """Parameters ``[B, P]`` of one position given (partially filled) features."""
         return self(features, mask_index)[:, position]
 
-    def _reference(self) -> Tensor:
+    def reference_parameter(self) -> Tensor:
+        """Any parameter: it tells the module's dtype and device."""
         return next(self.parameters())
 
     @torch.no_grad()
@@ -75,7 +78,7 @@ class Conditioner(nn.Module):
         mask_index: int | None = None,
     ) -> Tensor:
         """Exact ancestral sampling, one position at a time in the order -> ``[n, D]``."""
-        ref = self._reference()
+        ref = self.reference_parameter()
         values = torch.zeros(n, self.dim, dtype=ref.dtype, device=ref.device)
         # Unvisited positions hold encode(0); the masks guarantee nobody reads them.
         # Cloned because encode may return a view of values.

@@ -74,21 +74,21 @@ def _hidden_list(hidden: int | list[int]) -> list[int]:
 def _build_sequence_conditioner(
     name: str, family: PositionFamily, dim: int, order: OrderSpec, context: int | None, options: dict[str, Any]
 ) -> Conditioner:
-    shape = (dim, family.params_per_position, family.input_features, resolve_order(order, dim))
+    common = (dim, family.params_per_position, family.input_features, resolve_order(order, dim))
     if name == "Linear":
         if context is None or context >= dim - 1:
-            return LinearConditioner(*shape, context=None)
-        return BandedLinearConditioner(*shape, context=context)
+            return LinearConditioner(*common, context=None)
+        return BandedLinearConditioner(*common, context=context)
     if name == "NADE":
         if context is not None:
             raise ValueError(
                 "NADE ties its weights over the full history, so it cannot use a context window; "
                 "use conditioner = MADE(...) or Linear with context"
             )
-        return NADE(*shape, hidden=options["hidden"], act=options["act"])
+        return NADE(*common, hidden=options["hidden"], act=options["act"])
     masks = options.get("masks", 1)
     return MADE(
-        *shape, hidden=_hidden_list(options["hidden"]), masks=masks, context=context,
+        *common, hidden=_hidden_list(options["hidden"]), masks=masks, context=context,
         act=options["act"], seed=options["seed"],
     )
 

@@ -50,7 +50,7 @@ class AutoregressiveDensity(nn.Module):
         if x.dim() < event_rank or tuple(x.shape[x.dim() - event_rank :]) != self.event_shape:
             raise ValueError(f"shape mismatch: expected [..., {list(self.event_shape)}], got {list(x.shape)}")
         batch_shape = x.shape[: x.dim() - event_rank]
-        dtype = self.conditioner._reference().dtype
+        dtype = self.conditioner.reference_parameter().dtype
         return x.reshape(-1, self.dim).to(dtype), batch_shape
 
     def conditional_log_probs(self, x: Tensor, mask_index: int | None = None) -> Tensor:
@@ -84,7 +84,7 @@ class AutoregressiveDensity(nn.Module):
     def _sample_ensemble(self, n: int, generator: torch.Generator | None) -> Tensor:
         # The eval-mode density is a uniform mixture of the k connectivities:
         # draw each sample's component, then sample each group from its model.
-        ref = self.conditioner._reference()
+        ref = self.conditioner.reference_parameter()
         count = self.conditioner.num_masks
         component = torch.randint(count, (n,), generator=generator, device=ref.device)
         flat = torch.empty(n, self.dim, dtype=ref.dtype, device=ref.device)

@@ -27,7 +27,7 @@ class LinearConditioner(Conditioner):
         self.context = context
         allowed = allowed_dependencies(self.order, context)
         mask = allowed.repeat_interleave(params_per_position, 0).repeat_interleave(in_features, 1)
-        self.register_buffer("mask", mask.to(torch.get_default_dtype()))
+        self.register_buffer("mask", mask.to(torch.get_default_dtype()), persistent=False)
         self.weight = nn.Parameter(torch.empty(dim * params_per_position, dim * in_features))
         self.bias = nn.Parameter(torch.empty(dim * params_per_position))
         bound = 1.0 / math.sqrt(dim * in_features)  # nn.Linear's default scale
@@ -57,7 +57,7 @@ class BandedLinearConditioner(Conditioner):
     def __init__(self, dim: int, params_per_position: int, in_features: int, order: Tensor, context: int) -> None:
         super().__init__(dim, params_per_position, in_features, order)
         self.context = context
-        self.register_buffer("ranks", order_ranks(self.order))
+        self.register_buffer("ranks", order_ranks(self.order), persistent=False)
         self._identity = is_identity(self.order)
         # weight[t, :, :, j] multiplies the position visited k - j steps before step t.
         self.weight = nn.Parameter(torch.empty(dim, params_per_position, in_features, context))

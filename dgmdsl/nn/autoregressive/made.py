@@ -23,11 +23,11 @@ __all__ = ["MADE", "made_masks"]
 Intervals = tuple[Tensor, Tensor]  # (lo, hi), each [units]
 
 
-def _input_intervals(order: Tensor, in_features: int) -> Intervals:
+def _unit_degrees(order: Tensor, units_per_position: int) -> Tensor:
+    """Degree (1 + step in the order) of each unit, units laid out as (position, unit)."""
     degrees = torch.empty_like(order)
     degrees[order] = torch.arange(1, order.numel() + 1)
-    degrees = degrees.repeat_interleave(in_features)  # unit (position, feature)
-    return degrees, degrees
+    return degrees.repeat_interleave(units_per_position)
 
 
 def _hidden_intervals(
@@ -50,7 +50,7 @@ def _hidden_mask(src: Intervals, dst: Intervals) -> Tensor:
 
 
 def _output_mask(src: Intervals, order: Tensor, params_per_position: int, context: int | None) -> Tensor:
-    degrees, _ = _input_intervals(order, params_per_position)
+    degrees = _unit_degrees(order, params_per_position)
     src_lo, src_hi = src
     mask = src_hi.unsqueeze(0) < degrees.unsqueeze(1)
     if context is not None:
@@ -68,7 +68,8 @@ def made_masks(
 ) -> list[Tensor]:
     """Boolean masks ``[out, in]`` for each layer of one MADE connectivity."""
     dim = order.numel()
-    previous = _input_intervals(order, in_features)
+    input_degrees = _unit_degrees(order, in_features)
+    previous = (input_degrees, input_degrees)
     masks = []
     for size in hidden:
         current = _hidden_intervals(size, int(previous[1].min()), dim, context, generator)
@@ -118,10 +119,10 @@ class MADE(Conditioner):
             made_masks(order, self.in_features, self.params_per_position, self.hidden, self.context, generator)
             for order in orders
         ]
-        self.register_buffer("orders", torch.stack(orders))
+        self.register_buffer("orders", torch.stack(orders), persistent=False)
         for layer in range(len(self.layers)):
             stacked = torch.stack([masks[layer] for masks in per_set])  # [k, out, in]
-            self.register_buffer(f"mask{layer}", stacked.to(torch.get_default_dtype()))
+            self.register_buffer(f"mask{layer}", stacked.to(torch.get_default_dtype()), persistent=False)
 
     def _index(self, mask_index: int | None) -> int:
         index = self.mask_index if mask_index is None else mask_index

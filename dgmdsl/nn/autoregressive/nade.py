@@ -35,7 +35,7 @@ class NADE(Conditioner):
             raise ValueError(f"NADE needs an integer hidden >= 1, got {hidden!r}")
         self.hidden = hidden
         self.act = resolve_activation(act)
-        self.register_buffer("ranks", order_ranks(self.order))
+        self.register_buffer("ranks", order_ranks(self.order), persistent=False)
         self._identity = is_identity(self.order)
         in_bound = 1.0 / math.sqrt(dim * in_features)
         out_bound = 1.0 / math.sqrt(hidden)

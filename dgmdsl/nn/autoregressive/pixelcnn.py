@@ -42,7 +42,7 @@ class MaskedConv2d(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel: int, mask_type: str, image_channels: int) -> None:
         super().__init__(in_channels, out_channels, kernel, padding=kernel // 2)
         mask = pixelcnn_mask(out_channels, in_channels, kernel, mask_type, image_channels)
-        self.register_buffer("mask", mask.to(self.weight.dtype))
+        self.register_buffer("mask", mask.to(self.weight.dtype), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
@@ -84,11 +84,11 @@ class PixelCNN(Conditioner):
         dim = image_channels * height * width
         super().__init__(dim, params_per_position, in_features, pixel_raster_order(*event_shape))
         self.event_shape = tuple(event_shape)
-        width_ = max(channels, image_channels)  # every channel group needs a feature map
-        self.input_layer = MaskedConv2d(image_channels * in_features, width_, 7, "A", image_channels)
-        self.blocks = nn.Sequential(*(_ResidualBlock(width_, image_channels) for _ in range(layers - 1)))
-        self.head_hidden = MaskedConv2d(width_, width_, 1, "B", image_channels)
-        self.head_out = MaskedConv2d(width_, image_channels * params_per_position, 1, "B", image_channels)
+        feature_maps = max(channels, image_channels)  # every channel group needs a feature map
+        self.input_layer = MaskedConv2d(image_channels * in_features, feature_maps, 7, "A", image_channels)
+        self.blocks = nn.Sequential(*(_ResidualBlock(feature_maps, image_channels) for _ in range(layers - 1)))
+        self.head_hidden = MaskedConv2d(feature_maps, feature_maps, 1, "B", image_channels)
+        self.head_out = MaskedConv2d(feature_maps, image_channels * params_per_position, 1, "B", image_channels)
 
     def forward(self, features: Tensor, mask_index: int | None = None) -> Tensor:
         batch = features.shape[0]

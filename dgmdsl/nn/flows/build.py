@@ -75,7 +75,7 @@ def _checked(spec: LayerSpec, allowed: set[str]) -> dict[str, Any]:
     return spec.options
 
 
-def _coupling(spec: LayerSpec, state: _BuildState, extra: frozenset[str] = frozenset()) -> tuple[list[int], list[int]]:
+def _coupling(spec: LayerSpec, state: _BuildState, extra: Sequence[str] = ()) -> tuple[list[int], list[int]]:
     options = _checked(spec, {"mask", "net", *extra})
     if options.get("mask", "alternate") != "alternate":
         raise ValueError(f"{spec.name}: only mask = alternate is supported, got {options['mask']!r}")
@@ -95,8 +95,10 @@ def _affine(spec: LayerSpec, state: _BuildState, _: int) -> FlowLayer:
 
 
 def _spline(spec: LayerSpec, state: _BuildState, _: int) -> FlowLayer:
-    kept, moved = _coupling(spec, state, {"bins", "bound"})
+    kept, moved = _coupling(spec, state, ("bins", "bound"))
     bins, bound = int(spec.options.get("bins", 8)), float(spec.options.get("bound", 3.0))
+    if bins < 2 or bound <= 0:
+        raise ValueError(f"spline_coupling: needs bins >= 2 and bound > 0, got {bins}, {bound}")
     # Pyro's rational-linear spline: bins widths, heights, lambdas and bins - 1 inner slopes.
     net = state.make_net(spec.options.get("net"), len(kept), len(moved) * (4 * bins - 1))
     return MaskedCoupling(SplineSplitCoupling(net, len(kept), len(moved), bins, bound), kept, moved)

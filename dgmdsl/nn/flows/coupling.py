@@ -83,12 +83,18 @@ class SplineSplitCoupling(FlowLayer):
 
 
 def affine_split_coupling(net: nn.Module, n_kept: int, n_moved: int) -> PyroBijection:
-    """RealNVP: Pyro's `AffineCoupling`, `[a, b] -> [a, exp(s(a)) * b + m(a)]`."""
+    """RealNVP: Pyro's `AffineCoupling`, `[a, b] -> [a, exp(s(a)) * b + m(a)]`.
+
+    Pyro clips s to [-5, 3] (values only; gradients pass through).
+    """
     return PyroBijection(AffineCoupling(n_kept, SplitHead(net, [n_moved, n_moved])))
 
 
 class MaskedCoupling(FlowLayer):
-    """Apply a kept-first coupling to the positions `transformed`, given `kept`."""
+    """Apply a kept-first coupling to the positions `transformed`, given `kept`.
+
+    `transformed` (0-based positions) is kept as an attribute for inspection.
+    """
 
     def __init__(self, inner: FlowLayer, kept: Sequence[int], transformed: Sequence[int]) -> None:
         super().__init__()

@@ -87,7 +87,7 @@ class FlowDensity(nn.Module):
         return self.base_loc + self.base_scale * noise
 
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        """n draws of x, shape [n, dim]."""
+        """n draws of x, shape [n, dim]; `generator` must live on the model's device."""
         return self.sample_with_log_prob(n, generator)[0]
 
     def sample_with_log_prob(self, n: int, generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:

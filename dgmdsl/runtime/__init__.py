@@ -1,0 +1,1 @@
+"""The runtime: data resolution, the training loop, run directories and checkpoints."""

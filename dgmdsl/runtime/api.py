@@ -1,0 +1,183 @@
+"""fit / open_run / compile / query from Python; the CLI calls these too."""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..families import build_model
+from ..frontend.values import CallValue, Sym
+from ..inference import get_engine
+from ..inference.base import TrainSettings
+from .checkpoint import load_checkpoint
+from .datasets import DataSource, load_split, parse_data_option, resolve_source
+from .device import resolve_device
+from .errors import RuntimeUserError
+from .fitted import FittedRun
+from .rundir import RunDir
+
+__all__ = ["compile_model", "fit_model", "open_run", "query_model", "resolve_settings", "FAMILY_DEFAULTS"]
+
+# Defaults where the spec and the command line say nothing; per family where the
+# papers' settings differ (tables and small Bayes nets learn fast with a larger step).
+FAMILY_DEFAULTS = {
+    "bayesnet": {"lr": 1e-2, "epochs": 20, "batch_size": 256},
+}
+DEFAULTS = {"lr": 1e-3, "epochs": 10, "batch_size": 128, "seed": 0}
+
+
+def compile_model(model, device: str | torch.device = "cpu"):
+    """The untrained compiled backend model of `model` (a dgmdsl.Model)."""
+    try:
+        compiled = build_model(model.ir)
+    except NotImplementedError as exc:
+        raise RuntimeUserError(str(exc), hint="`dgm explain` shows the family; see README for what is implemented")
+    return compiled.to(resolve_device(device) if isinstance(device, str) else device)
+
+
+def _plain(value):
+    if isinstance(value, Sym):
+        return value.name
+    if isinstance(value, CallValue):
+        return {"name": value.name, **{k: _plain(v) for k, v in value.kwargs}}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _optimizer(value, lr: float | None, default_lr: float) -> tuple[str, dict]:
+    if isinstance(value, CallValue):
+        opts = {k: _plain(v) for k, v in value.kwargs}
+        if value.args:
+            opts.setdefault("lr", value.args[0])
+        name = value.name
+    elif isinstance(value, Sym):
+        name, opts = value.name, {}
+    else:
+        name, opts = "adam", {}
+    opts.setdefault("lr", default_lr)
+    if lr is not None:
+        opts["lr"] = lr
+    return name, opts
+
+
+def resolve_settings(model, *, epochs=None, max_steps=None, batch_size=None, lr=None, seed=None,
+                     quiet=False) -> TrainSettings:
+    """Command line over the fit block over family defaults."""
+    fit = model.checked.fit
+    defaults = {**DEFAULTS, **FAMILY_DEFAULTS.get(model.checked.family, {})}
+    method = model.checked.method
+    pick = lambda cli, key: cli if cli is not None else (fit[key] if key in fit else defaults.get(key))  # noqa: E731
+    return TrainSettings(
+        epochs=pick(epochs, "epochs") if max_steps is None or epochs is not None else fit.get("epochs"),
+        max_steps=pick(max_steps, "max_steps"),
+        batch_size=int(pick(batch_size, "batch_size")),
+        seed=int(pick(seed, "seed")),
+        optimizer=_optimizer(fit.get("optimizer"), lr, defaults["lr"]),
+        critic_optimizer=_optimizer(fit["critic_optimizer"], lr, defaults["lr"]) if "critic_optimizer" in fit else None,
+        method_options={k: _plain(v) for k, v in method.options.items()},
+        grad_clip=fit.get("grad_clip"),
+        quiet=quiet,
+    )
+
+
+def _data_source(model, data) -> DataSource:
+    if data is not None:
+        return parse_data_option(str(data)) if not isinstance(data, DataSource) else data
+    if "data" not in model.checked.fit:
+        raise RuntimeUserError(f"model {model.name} names no data", hint="add `fit { data = ... }` or pass --data")
+    return resolve_source(model.checked.fit["data"])
+
+
+def to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+
+
+def _config(model, settings: TrainSettings, source: DataSource, device: torch.device) -> dict:
+    return {"model": model.name, "family": model.checked.family, "method": model.checked.method.name,
+            "spec_file": str(model.program.path) if model.program.path else None,
+            "data": source.to_json(), "settings": asdict(settings), "device": str(device)}
+
+
+def fit_model(model, *, data=None, data_dir=None, epochs=None, max_steps=None, batch_size=None, lr=None,
+              seed=None, device="auto", out=None, resume=False, quiet=False, overwrite=False) -> FittedRun:
+    """Train `model`; writes a run directory (a temporary one if `out` is None)."""
+    settings = resolve_settings(model, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
+                                seed=seed, quiet=quiet)
+    dev = resolve_device(device)
+    source = _data_source(model, data)
+    torch.manual_seed(settings.seed)
+    compiled = compile_model(model, dev)
+    arrays = load_split(source, "train", compiled.var_specs(), data_dir=data_dir, program=model.program)
+    tensors = to_tensors(arrays)
+    run_dir, resume_state = _run_dir(model, settings, source, dev, out, resume, overwrite)
+    engine = _engine(model.checked.method.name)(compiled, settings)
+    if resume_state is None:
+        compiled.initialize(tensors)
+    if not any(p.requires_grad for p in compiled.parameters()) and hasattr(engine, "train_step"):
+        result = {"steps": 0, "note": "nothing to learn: every conditional is fixed"}
+        _save_state(run_dir, engine)
+    else:
+        result = engine.fit(tensors, run_dir, resume_state, dev)
+    run_dir.write_json("fit_result.json", result)
+    return FittedRun(model, compiled, engine, run_dir, data_source=source, data_dir=data_dir, fit_result=result)
+
+
+def _save_state(run_dir: RunDir, engine) -> None:
+    from .checkpoint import save_checkpoint
+    save_checkpoint(run_dir.checkpoint_path, {"trainable": engine.state_dict(), "step": 0})
+
+
+def _run_dir(model, settings, source, device, out, resume, overwrite):
+    if out is None:
+        out = tempfile.mkdtemp(prefix=f"dgm-{model.name}-")
+        overwrite = True
+    if resume:
+        run = RunDir.open(out)
+        if not run.has_checkpoint:
+            raise RuntimeUserError(f"{out} has no checkpoint to resume from", hint="start it without --resume")
+        return run, load_checkpoint(run.checkpoint_path)
+    spec_text = model.program.source.text
+    return RunDir.create(out, spec_text, model.name, _config(model, settings, source, device), overwrite), None
+
+
+def _engine(method: str):
+    try:
+        return get_engine(method)
+    except NotImplementedError as exc:
+        raise RuntimeUserError(str(exc), hint="see README for what is implemented") from None
+
+
+def open_run(path, device: str = "auto") -> FittedRun:
+    """Reload a fitted run: recompile its spec, load its checkpoint (weights only)."""
+    from ..api import loads
+
+    run = RunDir.open(path)
+    config = json.loads(run.config_path.read_text())
+    program = loads(run.read_spec(), str(run.spec_path))
+    model = program[config["model"]]
+    if config.get("spec_file"):
+        program.path = Path(config["spec_file"])
+    dev = resolve_device(device)
+    compiled = compile_model(model, dev)
+    settings = TrainSettings(**{k: (tuple(v) if k in ("optimizer", "critic_optimizer") and v else v)
+                                for k, v in config["settings"].items()})
+    engine = _engine(config["method"])(compiled, settings)
+    if not run.has_checkpoint:
+        raise RuntimeUserError(f"{path} has no checkpoint", hint="its fit did not finish a step; fit it again")
+    state = load_checkpoint(run.checkpoint_path, map_location=dev)
+    engine.load_state_dict(state["trainable"])
+    compiled.eval()
+    return FittedRun(model, compiled, engine, run, data_source=DataSource.from_json(config["data"]))
+
+
+def query_model(model, query: str, **options):
+    """Exact posterior marginals of an untrained (fixed-table) model."""
+    compiled = compile_model(model)
+    compiled.eval()
+    from ..inference.variable_elimination import answer_query
+    return answer_query(compiled, query, **options)

@@ -6,7 +6,7 @@ from importlib import import_module
 
 from ..ir import ModelIR
 
-__all__ = ["FAMILIES", "build_model", "family_available"]
+__all__ = ["FAMILIES", "backend_class", "build_model", "family_available"]
 
 # family name (from the checker) -> "module:Class"; imported on first use
 FAMILIES: dict[str, str] = {
@@ -32,6 +32,11 @@ def _import(family: str):
             return None
         raise
     return getattr(mod, cls)
+
+
+def backend_class(family: str):
+    """The backend class of `family`, or None where it is not built."""
+    return _import(family) if family in FAMILIES else None
 
 
 def family_available(family: str) -> bool:

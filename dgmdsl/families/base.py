@@ -46,6 +46,8 @@ class CompiledModel(nn.Module):
 
     family = "base"
     has_density = True
+    # overrides of runtime.api.DEFAULTS (lr, epochs, batch_size) where the spec says nothing
+    default_settings: dict = {}
 
     def __init__(self, ir: ModelIR) -> None:
         super().__init__()

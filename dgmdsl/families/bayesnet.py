@@ -29,6 +29,8 @@ MAX_ENUMERATION = 1 << 16
 
 class BayesNetModel(CompiledModel):
     family = "bayesnet"
+    # tables and small conditionals learn fast with a larger step
+    default_settings = {"lr": 1e-2, "epochs": 20, "batch_size": 256}
 
     def __init__(self, ir: ModelIR) -> None:
         super().__init__(ir)

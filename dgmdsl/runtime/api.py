@@ -20,13 +20,10 @@ from .errors import RuntimeUserError
 from .fitted import FittedRun
 from .rundir import RunDir
 
-__all__ = ["compile_model", "fit_model", "open_run", "query_model", "resolve_settings", "FAMILY_DEFAULTS"]
+__all__ = ["compile_model", "fit_model", "open_run", "query_model", "resolve_settings", "DEFAULTS"]
 
-# Defaults where the spec and the command line say nothing; per family where the
-# papers' settings differ (tables and small Bayes nets learn fast with a larger step).
-FAMILY_DEFAULTS = {
-    "bayesnet": {"lr": 1e-2, "epochs": 20, "batch_size": 256},
-}
+# Defaults where the spec and the command line say nothing; a backend class may
+# override any of them with its `default_settings` (the papers' settings differ).
 DEFAULTS = {"lr": 1e-3, "epochs": 10, "batch_size": 128, "seed": 0}
 
 
@@ -69,7 +66,9 @@ def resolve_settings(model, *, epochs=None, max_steps=None, batch_size=None, lr=
                      quiet=False) -> TrainSettings:
     """Command line over the fit block over family defaults."""
     fit = model.checked.fit
-    defaults = {**DEFAULTS, **FAMILY_DEFAULTS.get(model.checked.family, {})}
+    from ..families import backend_class
+    cls = backend_class(model.checked.family)
+    defaults = {**DEFAULTS, **(getattr(cls, "default_settings", None) or {})}
     method = model.checked.method
     pick = lambda cli, key: cli if cli is not None else (fit[key] if key in fit else defaults.get(key))  # noqa: E731
     return TrainSettings(

@@ -46,6 +46,7 @@ class CompiledModel(nn.Module):
 
     family = "base"
     has_density = True
+    pyro_guide = None  # backends with a guide override this
     # overrides of runtime.api.DEFAULTS (lr, epochs, batch_size) where the spec says nothing
     default_settings: dict = {}
 

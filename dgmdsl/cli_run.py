@@ -50,13 +50,43 @@ def _is_run_dir(path: str) -> bool:
     return Path(path).is_dir() and (Path(path) / "config.json").is_file()
 
 
-def cmd_fit(args) -> int:
+def _fit_options(args) -> dict:
+    return dict(data=args.data, data_dir=args.data_dir, epochs=args.epochs, max_steps=args.max_steps,
+                batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, out=args.out,
+                resume=args.resume, quiet=args.quiet, precision=args.precision, compile=args.compile,
+                metrics_every=args.metrics_every)
+
+
+def _fit_worker(spec: str, model_name: str | None, options: dict) -> None:
+    """One process of `dgm fit --nproc N` (module level: it is pickled into the child)."""
     from .runtime.api import fit_model
+    from .runtime.distributed import shutdown
+
+    try:
+        fit_model(_model_from(spec, model_name), **options)
+    finally:
+        shutdown()
+
+
+def cmd_fit(args) -> int:
+    from .runtime.api import fit_model, open_run
 
     model = _model_from(args.spec, args.model)
-    run = fit_model(model, data=args.data, data_dir=args.data_dir, epochs=args.epochs, max_steps=args.max_steps,
-                    batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-                    out=args.out, resume=args.resume, quiet=args.quiet)
+    if args.nproc > 1:
+        from .runtime.distributed import spawn
+        from .runtime.errors import RuntimeUserError
+
+        if args.out is None:
+            raise RuntimeUserError("--nproc needs --out", hint="name the run directory all processes share")
+        from .runtime.api import _engine
+        if not hasattr(_engine(model.method), "train_step"):
+            raise RuntimeUserError(f"{model.method} does not train by minibatch gradient, so it cannot be "
+                                   "split over processes", hint="run it without --nproc")
+        spawn(args.nproc, _fit_worker, args.spec, args.model, _fit_options(args))
+        run = open_run(args.out, device="cpu")
+        run.fit_result = json.loads((run.path / "fit_result.json").read_text())
+    else:
+        run = fit_model(model, **_fit_options(args))
     result = run.fit_result
     print(f"model {model.name}: {model.method} on {run.data_source.describe()}")
     for key in ("steps", "epochs", "final_loss", "elapsed_s", "stopped_by", "note"):
@@ -195,6 +225,10 @@ def add_run_commands(sub, UserError) -> None:
     p.add_argument("--out", metavar="RUN_DIR")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torch.distributed)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training loss")
+    p.add_argument("--metrics-every", type=int, metavar="N", help="steps between metrics records (default 50)")
     p.set_defaults(func=_guard(cmd_fit, UserError))
 
     p = sub.add_parser("sample", help="draw samples from a run or a spec")

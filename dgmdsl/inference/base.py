@@ -1,10 +1,12 @@
 """The engine contract and the shared minibatch-gradient engine."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..runtime.loop import LoopConfig, run_loop
 
@@ -26,6 +28,10 @@ class TrainSettings:
     quiet: bool = False
     checkpoint_every_s: float | None = 300.0
     metrics_every: int = 50
+    precision: str = "fp32"          # fp32 | bf16 | fp16 (autocast; fp16 with loss scaling)
+    compile: bool = False            # torch.compile the loss
+    rank: int = 0                    # torch.distributed rank and world size (one process: 0, 1)
+    world_size: int = 1
 
 
 def make_optimizer(params, spec: tuple[str, dict]) -> torch.optim.Optimizer:
@@ -62,12 +68,31 @@ class Engine:
         self.model.load_state_dict(state["model"])
 
 
+class _LossModule(nn.Module):
+    """The engine's loss as a module's forward, so DistributedDataParallel can wrap it
+    (DDP synchronises gradients of what runs inside its forward)."""
+
+    def __init__(self, engine: "GradientEngine") -> None:
+        super().__init__()
+        self.model = engine.model
+        self._loss = engine.loss
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._loss(batch)
+
+
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class GradientEngine(Engine):
-    """Minibatch gradient descent on `loss(batch)` through the shared loop."""
+    """Minibatch gradient descent on `loss(batch)` through the shared loop; optionally
+    compiled, under autocast, and data-parallel over torch.distributed processes."""
 
     def __init__(self, model, settings: TrainSettings) -> None:
         super().__init__(model, settings)
         self.optimizer = make_optimizer(self.trainable_parameters(), settings.optimizer)
+        self._objective = None  # built in fit: plain, compiled and/or DDP-wrapped loss
+        self.scaler = None
 
     def trainable_parameters(self):
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -75,27 +100,82 @@ class GradientEngine(Engine):
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    def _build_objective(self, device: torch.device):
+        s = self.settings
+        objective = _LossModule(self)
+        if s.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            ids = [device.index] if device.type == "cuda" else None
+            objective = DistributedDataParallel(objective, device_ids=ids)
+        if s.compile:
+            objective = torch.compile(objective)
+        if s.precision == "fp16":
+            self.scaler = torch.amp.GradScaler(device.type)
+        return objective
+
+    def _autocast(self):
+        dtype = _AUTOCAST.get(self.settings.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.model.device.type, dtype=dtype)
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        objective = self._objective if self._objective is not None else self.loss
+        with self._autocast():
+            return objective(batch).float()
+
     def train_step(self, batch: dict[str, torch.Tensor], step: int):
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss(batch)
-        loss.backward()
+        loss = self.compute_loss(batch)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
         if self.settings.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.settings.grad_clip)
-        self.optimizer.step()
-        return loss.detach()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return self.reported(loss.detach())
+
+    def reported(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss to log: across processes, the mean over the global batch."""
+        if self.settings.world_size > 1:
+            import torch.distributed as dist
+            loss = loss.clone()
+            dist.all_reduce(loss)
+            loss /= self.settings.world_size
+        return loss
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
+        if "scaler" in state and self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+
+    def loop_config(self) -> LoopConfig:
+        s = self.settings
+        if s.batch_size % s.world_size:
+            from ..runtime.errors import RuntimeUserError
+            raise RuntimeUserError(f"batch size {s.batch_size} does not split over {s.world_size} processes",
+                                   hint="--batch-size is the global batch: make it a multiple of --nproc")
+        return LoopConfig(epochs=s.epochs, max_steps=s.max_steps, batch_size=s.batch_size // s.world_size,
+                          seed=s.seed, quiet=s.quiet, checkpoint_every_s=s.checkpoint_every_s,
+                          metrics_every=s.metrics_every, rank=s.rank, world_size=s.world_size)
 
     def fit(self, data, run_dir, resume_state, device) -> dict:
-        s = self.settings
-        config = LoopConfig(epochs=s.epochs, max_steps=s.max_steps, batch_size=s.batch_size, seed=s.seed,
-                            quiet=s.quiet, checkpoint_every_s=s.checkpoint_every_s, metrics_every=s.metrics_every)
+        config = self.loop_config()
+        self._objective = self._build_objective(device)  # before the loop restores the scaler
         self.model.train()
         result = run_loop(self, data, config, run_dir, resume_state=resume_state, device=device)
         self.model.eval()

@@ -63,7 +63,8 @@ def _optimizer(value, lr: float | None, default_lr: float) -> tuple[str, dict]:
 
 
 def resolve_settings(model, *, epochs=None, max_steps=None, batch_size=None, lr=None, seed=None,
-                     quiet=False) -> TrainSettings:
+                     quiet=False, precision="fp32", compile=False, placement=None,
+                     metrics_every=None) -> TrainSettings:
     """Command line over the fit block over family defaults."""
     fit = model.checked.fit
     from ..families import backend_class
@@ -81,6 +82,11 @@ def resolve_settings(model, *, epochs=None, max_steps=None, batch_size=None, lr=
         method_options={k: _plain(v) for k, v in method.options.items()},
         grad_clip=fit.get("grad_clip"),
         quiet=quiet,
+        precision=precision,
+        compile=compile,
+        metrics_every=metrics_every or TrainSettings.metrics_every,
+        rank=placement.rank if placement else 0,
+        world_size=placement.world_size if placement else 1,
     )
 
 
@@ -103,26 +109,43 @@ def _config(model, settings: TrainSettings, source: DataSource, device: torch.de
 
 
 def fit_model(model, *, data=None, data_dir=None, epochs=None, max_steps=None, batch_size=None, lr=None,
-              seed=None, device="auto", out=None, resume=False, quiet=False, overwrite=False) -> FittedRun:
-    """Train `model`; writes a run directory (a temporary one if `out` is None)."""
+              seed=None, device="auto", out=None, resume=False, quiet=False, overwrite=False,
+              precision="fp32", compile=False, metrics_every=None) -> FittedRun:
+    """Train `model`; writes a run directory (a temporary one if `out` is None). Under
+    torch.distributed (torchrun, or `dgm fit --nproc`) every process calls this; rank 0
+    alone writes the run directory."""
+    from .distributed import from_environment, init_process_group
+
+    placement = from_environment()
     settings = resolve_settings(model, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
-                                seed=seed, quiet=quiet)
+                                seed=seed, quiet=quiet, precision=precision, compile=compile,
+                                placement=placement, metrics_every=metrics_every)
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise RuntimeUserError(f"unknown precision '{precision}'", hint="use fp32, bf16 or fp16")
     dev = resolve_device(device)
+    if placement.distributed:
+        if out is None:
+            raise RuntimeUserError("distributed training needs --out (every process must see the run directory)")
+        dev = init_process_group(placement, dev)
     source = _data_source(model, data)
     torch.manual_seed(settings.seed)
     compiled = compile_model(model, dev)
     arrays = load_split(source, "train", compiled.var_specs(), data_dir=data_dir, program=model.program)
     tensors = to_tensors(arrays)
-    run_dir, resume_state = _run_dir(model, settings, source, dev, out, resume, overwrite)
+    run_dir, resume_state = _run_dir(model, settings, source, dev, out, resume, overwrite, placement.rank)
     engine = _engine(model.checked.method.name)(compiled, settings)
+    if placement.distributed and not hasattr(engine, "train_step"):
+        raise RuntimeUserError(f"{model.checked.method.name} does not train by minibatch gradient, so it "
+                               "cannot be split over processes", hint="run it without --nproc / torchrun")
     if resume_state is None:
         compiled.initialize(tensors)
     if not any(p.requires_grad for p in compiled.parameters()) and hasattr(engine, "train_step"):
         result = {"steps": 0, "note": "nothing to learn: every conditional is fixed"}
         _save_state(run_dir, engine)
     else:
-        result = engine.fit(tensors, run_dir, resume_state, dev)
-    run_dir.write_json("fit_result.json", result)
+        result = engine.fit(tensors, run_dir if placement.rank == 0 else None, resume_state, dev)
+    if placement.rank == 0:
+        run_dir.write_json("fit_result.json", result)
     return FittedRun(model, compiled, engine, run_dir, data_source=source, data_dir=data_dir, fit_result=result)
 
 
@@ -131,10 +154,13 @@ def _save_state(run_dir: RunDir, engine) -> None:
     save_checkpoint(run_dir.checkpoint_path, {"trainable": engine.state_dict(), "step": 0})
 
 
-def _run_dir(model, settings, source, device, out, resume, overwrite):
+def _run_dir(model, settings, source, device, out, resume, overwrite, rank=0):
     if out is None:
         out = tempfile.mkdtemp(prefix=f"dgm-{model.name}-")
         overwrite = True
+    if rank > 0:  # only rank 0 writes; the others read the checkpoint to resume
+        run = RunDir(out)
+        return run, load_checkpoint(run.checkpoint_path) if resume else None
     if resume:
         run = RunDir.open(out)
         if not run.has_checkpoint:

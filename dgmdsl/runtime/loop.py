@@ -172,6 +172,7 @@ class _Session:
         self.layout = layout
         self.state = state
         self.checkpoint_every_s = config.checkpoint_every_s
+        self.world_size = config.world_size  # throughput counts the global batch
         self.checkpoint_path: Path | None = _existing_checkpoint(run_dir)
         sink = run_dir.append_metrics if run_dir is not None else None
         self.log = StepLog(
@@ -197,6 +198,7 @@ class _Session:
                 epoch, position = epoch + 1, 0
                 order = batches.order(epoch)
             batch, n_samples = batches.batch(order, position)
+            n_samples *= self.world_size
             step, position = step + 1, position + 1
             output = trainable.train_step(batch, step)
             now = log.record(output, n_samples)

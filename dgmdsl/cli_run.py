@@ -86,7 +86,15 @@ def cmd_fit(args) -> int:
         run = open_run(args.out, device="cpu")
         run.fit_result = json.loads((run.path / "fit_result.json").read_text())
     else:
-        run = fit_model(model, **_fit_options(args))
+        from .runtime.distributed import from_environment, shutdown
+        placement = from_environment()  # set by torchrun
+        try:
+            run = fit_model(model, **_fit_options(args))
+        finally:
+            if placement.distributed:
+                shutdown()
+        if placement.rank > 0:
+            return 0
     result = run.fit_result
     print(f"model {model.name}: {model.method} on {run.data_source.describe()}")
     for key in ("steps", "epochs", "final_loss", "elapsed_s", "stopped_by", "note"):

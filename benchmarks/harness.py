@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["ROOT", "SpeedResult", "machine", "time_process", "marginal_step_costs", "dgm_fit_command",
-           "print_speed"]
+           "print_speed", "report"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,7 +81,20 @@ def dgm_fit_command(spec: str, steps: int, batch_size: int, extra: list[str] | N
             str(batch_size), "--device", "cpu", "--out", out, "--quiet", *(extra or [])]
 
 
-def print_speed(result: SpeedResult) -> None:
+def report(family: str, model: str, metric: str, value: float, target: str, **extra) -> None:
+    """One machine-readable result line; benchmarks/run_all.py collects these into the table."""
+    import json
+
+    row = {"family": family, "model": model, "metric": metric, "value": value, "target": target,
+           "machine": machine(), **extra}
+    print("RESULT " + json.dumps(row, default=str), flush=True)
+
+
+def print_speed(result: SpeedResult, family: str | None = None) -> None:
     print(f"{result.name}: dgm {1e3 * result.dgm_step_s:.3f} ms/step, hand-written "
           f"{1e3 * result.ref_step_s:.3f} ms/step, ratio {result.ratio:.3f} "
           f"(start-up: dgm {result.dgm_startup_s:.2f} s, hand-written {result.ref_startup_s:.2f} s)")
+    if family:
+        report(family, result.name, "speed ratio (dgm / hand-written, marginal step)", round(result.ratio, 3),
+               "<= 1.05", dgm_ms=round(1e3 * result.dgm_step_s, 3), ref_ms=round(1e3 * result.ref_step_s, 3),
+               dgm_startup_s=round(result.dgm_startup_s, 2))

@@ -117,6 +117,15 @@ def fit_model(model, *, data=None, data_dir=None, epochs=None, max_steps=None, b
     from .distributed import from_environment, init_process_group
 
     placement = from_environment()
+    if resume and out is not None:
+        saved = _saved_settings(out)
+        epochs = epochs if epochs is not None else saved.get("epochs")
+        max_steps = max_steps if max_steps is not None else saved.get("max_steps")
+        batch_size = batch_size if batch_size is not None else saved.get("batch_size")
+        seed = seed if seed is not None else saved.get("seed")
+        lr = lr if lr is not None else (saved.get("optimizer") or [None, {}])[1].get("lr")
+        if data is None and saved.get("data", {}).get("path"):
+            data = saved["data"]["path"]
     settings = resolve_settings(model, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                                 seed=seed, quiet=quiet, precision=precision, compile=compile,
                                 placement=placement, metrics_every=metrics_every)
@@ -147,6 +156,13 @@ def fit_model(model, *, data=None, data_dir=None, epochs=None, max_steps=None, b
     if placement.rank == 0:
         run_dir.write_json("fit_result.json", result)
     return FittedRun(model, compiled, engine, run_dir, data_source=source, data_dir=data_dir, fit_result=result)
+
+
+def _saved_settings(out) -> dict:
+    """A run's recorded settings (and data source), so `--resume` needs no flags repeated."""
+    run = RunDir.open(out)
+    config = json.loads(run.config_path.read_text())
+    return {**config.get("settings", {}), "data": config.get("data", {})}
 
 
 def _save_state(run_dir: RunDir, engine) -> None:

@@ -162,3 +162,12 @@ def test_forty_node_network_is_answered_exactly():
     cond = model.query("v20 | v39 = 1, v30 = 0, v12 = 1, v5 = 1")["v20"]
     joint = model.query("v20 | v39 = 1, v30 = 0, v12 = 1")["v20"]
     assert 0 < cond[1] < 1 and 0 < joint[1] < 1
+
+
+def test_resume_reuses_the_recorded_settings(tmp_path):
+    model = dgmdsl.loads(MIX)["Mix"]
+    model.fit(max_steps=10, batch_size=16, lr=0.05, seed=3, out=tmp_path / "a", quiet=True, device="cpu")
+    resumed = model.fit(max_steps=20, resume=True, out=tmp_path / "a", quiet=True, device="cpu")
+    straight = model.fit(max_steps=20, batch_size=16, lr=0.05, seed=3, out=tmp_path / "b", quiet=True, device="cpu")
+    a, b = state(resumed), state(straight)
+    assert all(torch.equal(a[k], b[k]) for k in a)

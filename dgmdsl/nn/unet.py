@@ -38,7 +38,7 @@ class ResidualBlock(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour resize to the skip connection's exact size (odd sizes like 7 -> 14 -> 28), then conv."""
+    """Nearest-neighbour resize to the skip's exact size (so 4 -> 7 works), then a conv."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()

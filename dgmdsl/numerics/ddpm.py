@@ -41,7 +41,10 @@ def _per_example(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class DDPMSchedule(nn.Module):
-    """Noise schedule and the derived coefficients, as float64 buffers (moved by .to(device))."""
+    """Noise schedule and the derived coefficients, as float64 buffers.
+
+    Steps t index the buffers, so the schedule must sit on the data's device (.to(device)).
+    """
 
     def __init__(self, betas: torch.Tensor) -> None:
         super().__init__()
@@ -147,12 +150,13 @@ def ddim_sample(eps_net: EpsNet, schedule: DDPMSchedule, shape: tuple[int, ...],
     x = _start(schedule, shape, generator, device, dtype)
     sequence = _ddim_steps(schedule.T, steps)
     previous = [-1] + sequence[:-1]
+    alpha_bars = schedule.alpha_bars.tolist()  # one device sync instead of two per step
     for step, prev in zip(reversed(sequence), reversed(previous)):
         t = _steps_like(step, shape[0], x.device)
         eps = eps_net(x, net_time(t, schedule.T).to(x))
         x0_hat = schedule.predict_x0(x, t, eps)
-        alpha_bar = schedule.alpha_bars[step].item()
-        alpha_bar_prev = schedule.alpha_bars[prev].item() if prev >= 0 else 1.0
+        alpha_bar = alpha_bars[step]
+        alpha_bar_prev = alpha_bars[prev] if prev >= 0 else 1.0
         if clip_x0:  # keep x0 in the data range and re-derive the noise it implies
             x0_hat = x0_hat.clamp(-1, 1)
             eps = (x - math.sqrt(alpha_bar) * x0_hat) / math.sqrt(1 - alpha_bar)

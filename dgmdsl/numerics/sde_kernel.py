@@ -43,7 +43,10 @@ def _compile(expr: sp.Expr, symbol: sp.Symbol) -> float | TimeFn:
     if symbol not in expr.free_symbols:
         if expr.free_symbols:
             raise ValueError(f"{expr} depends on {expr.free_symbols}, not only on {symbol}")
-        value = complex(expr.evalf())
+        try:
+            value = complex(expr.evalf())
+        except TypeError:  # infinities and the like
+            raise ValueError(f"{expr} is not a finite number") from None
         if value.imag != 0.0:
             raise ValueError(f"{expr} is not real")
         return value.real

@@ -14,3 +14,14 @@ SHARED_DATA = SHARED / "data"
 def shared_data_dir(monkeypatch):
     monkeypatch.setenv("DGM_DATA_DIR", str(SHARED_DATA))
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run faster on one thread, and a loaded 2-core machine stays usable."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -137,12 +137,20 @@ def _evaluation(family: str, method: str) -> str:
     return EVALUATION.get(method, EVALUATION["exact_nll"])
 
 
+def _named_options(given: CallValue) -> dict:
+    """A method's options by name, positional ones named by the method's schema."""
+    from .options_schema import METHODS
+    schema = METHODS.get(given.name)
+    positional = schema.positional if schema is not None else ()
+    return {**dict(zip(positional, given.args)), **dict(given.kwargs)}
+
+
 def choose_method(ctx: Context, family: str, fit: dict) -> MethodChoice:
     method, rule, reasons = _auto(ctx, family)
     valid = valid_methods(ctx, family, method)
     given = fit.get("method")
     name = given.name if isinstance(given, (Sym, CallValue)) else None
-    options = dict(given.kwargs) if isinstance(given, CallValue) else {}
+    options = _named_options(given) if isinstance(given, CallValue) else {}
     span = given.span if isinstance(given, (Sym, CallValue)) else ctx.model.name_span
     if name and name != "auto":
         from .options_schema import METHODS

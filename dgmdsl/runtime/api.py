@@ -36,11 +36,30 @@ def compile_model(model, device: str | torch.device = "cpu"):
     return compiled.to(resolve_device(device) if isinstance(device, str) else device)
 
 
+def _positional_names(name: str) -> tuple[str, ...]:
+    from ..frontend.catalog import DISTRIBUTIONS
+    from ..frontend.options_schema import METHODS, SAMPLE_METHODS
+    if name in DISTRIBUTIONS:
+        info = DISTRIBUTIONS[name]
+        return tuple(p for p in info.params if not any(p in g[1:] for g in info.exclusive))
+    for table in (METHODS, SAMPLE_METHODS):
+        if name in table:
+            return table[name].positional
+    return ()
+
+
 def _plain(value):
+    """Option values as JSON-able data; a call's positional arguments get their names."""
     if isinstance(value, Sym):
         return value.name
     if isinstance(value, CallValue):
-        return {"name": value.name, **{k: _plain(v) for k, v in value.kwargs}}
+        named = dict(zip(_positional_names(value.name), value.args))
+        extra = value.args[len(named):]
+        out = {"name": value.name, **{k: _plain(v) for k, v in named.items()},
+               **{k: _plain(v) for k, v in value.kwargs}}
+        if extra:
+            out["args"] = [_plain(v) for v in extra]
+        return out
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value

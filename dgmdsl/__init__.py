@@ -15,7 +15,7 @@ __all__ = ["DgmError", "Diagnostic", "Explanation", "Model", "Program", "load", 
 __version__ = "0.1.0"
 
 
-def open_run(path, device: str = "auto"):
+def open_run(path, device: str = "auto", data_dir=None):
     """Reload a fitted run directory written by `fit`."""
     from .runtime.api import open_run as _open_run
-    return _open_run(path, device=device)
+    return _open_run(path, device=device, data_dir=data_dir)

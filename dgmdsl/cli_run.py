@@ -175,7 +175,7 @@ def _write_samples(samples: dict, out: str | None, target) -> None:
 def cmd_eval(args) -> int:
     from .runtime.api import open_run
 
-    run = open_run(args.run, device=args.device)
+    run = open_run(args.run, device=args.device, data_dir=args.data_dir)
     metrics = run.evaluate(split=args.split, data=args.data, limit=args.limit or None, **_extra(args))
     (run.path / "eval.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
     print(f"model {run.model.name} ({run.model.method}) on {metrics.pop('split')}: "
@@ -255,6 +255,7 @@ def add_run_commands(sub, UserError) -> None:
     p.add_argument("--data", metavar="PATH")
     p.add_argument("--limit", type=int, default=2000, help="examples to evaluate (0: all)")
     p.add_argument("--k", type=int, help="importance samples (latent-variable models)")
+    p.add_argument("--data-dir", metavar="DIR", help="where binarized MNIST lives (default: as at fit)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_guard(cmd_eval, UserError))
 

@@ -131,7 +131,7 @@ def train(model: nn.Module, data: torch.Tensor, steps: int, batch_size: int, see
         loss = -model.log_prob(batch).mean()
         loss.backward()
         optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def main() -> None:

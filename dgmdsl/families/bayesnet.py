@@ -22,7 +22,7 @@ from .base import CompiledModel, seeded, var_spec
 from .distributions import compile_distribution
 from .expressions import ExprCompiler, build_net
 
-__all__ = ["BayesNetModel", "MAX_ENUMERATION"]
+__all__ = ["BayesNetModel", "MAX_ENUMERATION", "as_pyro"]
 
 MAX_ENUMERATION = 1 << 16
 
@@ -179,7 +179,7 @@ class BayesNetModel(CompiledModel):
         env = {}
         for name in self.prior_params:
             prior = self.dists[name](env)
-            env[name] = pyro.sample(name, _as_pyro(prior))
+            env[name] = pyro.sample(name, as_pyro(prior))
         pyro.module("dgm_" + self.spec.name, self)
         n = size or (len(next(iter(batch.values()))) if batch else 1)
         covariates = {k: v for k, v in batch.items() if self.spec.vars[k].is_covariate}
@@ -187,12 +187,12 @@ class BayesNetModel(CompiledModel):
         with pyro.plate("data", n):
             for name in self.order:
                 var = self.spec.vars[name]
-                if name in env:
-                    continue
+                if name in env or var.kind == "param":
+                    continue  # priors were sampled above; point estimates live in the module
                 if name in self.values:
                     env[name] = self.values[name](env)
                     continue
-                d = _as_pyro(self.dists[name](env))
+                d = as_pyro(self.dists[name](env))
                 infer = {"enumerate": "parallel"} if var.kind == "latent" and var.type.discrete else {}
                 obs = batch.get(name)
                 env[name] = pyro.sample(name, d, obs=None if obs is None else (obs.float() if not var.type.discrete
@@ -201,16 +201,16 @@ class BayesNetModel(CompiledModel):
         return env
 
 
-def _as_pyro(d):
+def as_pyro(d):
     """The same distribution as a Pyro distribution (Pyro's classes wrap torch's one to one)."""
     import pyro.distributions as dist
 
     if isinstance(d, dist.torch_distribution.TorchDistributionMixin):
         return d
     if isinstance(d, torch.distributions.Independent):
-        return _as_pyro(d.base_dist).to_event(d.reinterpreted_batch_ndims)
+        return as_pyro(d.base_dist).to_event(d.reinterpreted_batch_ndims)
     if isinstance(d, torch.distributions.MixtureSameFamily):
-        return dist.MixtureSameFamily(_as_pyro(d.mixture_distribution), _as_pyro(d.component_distribution))
+        return dist.MixtureSameFamily(as_pyro(d.mixture_distribution), as_pyro(d.component_distribution))
     if isinstance(d, (torch.distributions.Bernoulli, torch.distributions.Categorical)):
         return getattr(dist, type(d).__name__)(logits=d.logits)
     params = {k: getattr(d, k) for k in d.arg_constraints if k in d.__dict__}

@@ -4,6 +4,7 @@ One row per distribution: its torch constructor and the constraint each paramete
 when a net is the whole head (softplus for scales and rates)."""
 from __future__ import annotations
 
+import functools
 from math import prod
 from typing import Callable
 
@@ -26,7 +27,8 @@ def _positive(v: torch.Tensor) -> torch.Tensor:
 
 
 def _mixture(logits, loc, scale):
-    return D.MixtureSameFamily(D.Categorical(logits=logits), D.Normal(loc, scale))
+    return D.MixtureSameFamily(D.Categorical(logits=logits, validate_args=False),
+                               D.Normal(loc, scale, validate_args=False), validate_args=False)
 
 
 def _bernoulli(probs=None, logits=None):
@@ -38,17 +40,23 @@ def _categorical(probs=None, logits=None):
 
 
 # name -> (constructor taking the parameters by name, head constraint per parameter)
+def _unchecked(cls):
+    # argument validation costs a host sync per call; the checker and softplus heads
+    # already keep parameters in their supports
+    return functools.partial(cls, validate_args=False)
+
+
 TORCH_DISTRIBUTIONS: dict[str, tuple[Callable, dict[str, Callable]]] = {
     "Bernoulli": (_bernoulli, {}),
     "Categorical": (_categorical, {}),
-    "Normal": (D.Normal, {"scale": _positive}),
-    "LogNormal": (D.LogNormal, {"scale": _positive}),
-    "Laplace": (D.Laplace, {"scale": _positive}),
-    "StudentT": (D.StudentT, {"df": _positive, "scale": _positive}),
-    "Beta": (D.Beta, {"concentration1": _positive, "concentration0": _positive}),
-    "Gamma": (D.Gamma, {"concentration": _positive, "rate": _positive}),
-    "Exponential": (D.Exponential, {"rate": _positive}),
-    "Poisson": (D.Poisson, {"rate": _positive}),
+    "Normal": (_unchecked(D.Normal), {"scale": _positive}),
+    "LogNormal": (_unchecked(D.LogNormal), {"scale": _positive}),
+    "Laplace": (_unchecked(D.Laplace), {"scale": _positive}),
+    "StudentT": (_unchecked(D.StudentT), {"df": _positive, "scale": _positive}),
+    "Beta": (_unchecked(D.Beta), {"concentration1": _positive, "concentration0": _positive}),
+    "Gamma": (_unchecked(D.Gamma), {"concentration": _positive, "rate": _positive}),
+    "Exponential": (_unchecked(D.Exponential), {"rate": _positive}),
+    "Poisson": (_unchecked(D.Poisson), {"rate": _positive}),
     "MixtureOfGaussians": (_mixture, {"scale": _positive}),
 }
 
@@ -70,8 +78,8 @@ def compile_distribution(comp: ExprCompiler, var: VarInfo, expr: A.Call, key: st
     closures = {}
     for pname, pexpr in bound.items():
         if isinstance(pexpr, A.Name) and pexpr.id == "uniform":
-            n = k or 2
-            closures["logits"] = (lambda env, n=n: torch.zeros(*shape, n)) if k else (lambda env: torch.zeros(shape))
+            zeros = torch.zeros((*shape, k) if k else tuple(shape))
+            closures["logits"] = comp._constant(zeros, f"{key}_uniform")
             continue
         per_value = k if pname in info.per_value else None
         closures[pname] = comp.compile(pexpr, shape, f"{key}_{pname}", per_value)

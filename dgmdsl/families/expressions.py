@@ -64,8 +64,7 @@ class ExprCompiler:
     def compile(self, expr, target_shape: tuple[int, ...], key: str, k: int | None = None) -> Closure:
         """`target_shape` (and `k` for per-value outputs) fixes shapeless values: nets, tables, linear."""
         if isinstance(expr, A.Num):
-            value = float(expr.value)
-            return lambda env: torch.tensor(value)
+            return self._constant(torch.tensor(float(expr.value)), key)
         if isinstance(expr, A.Name):
             return self._name(expr.id)
         if isinstance(expr, A.Neg):
@@ -94,12 +93,19 @@ class ExprCompiler:
 
     def _bracket(self, expr: A.Bracket, shape, key) -> Closure:
         if all(_is_const(e) for e in expr.items):
-            const = torch.tensor(_const_value(expr), dtype=torch.get_default_dtype())
-            self.pieces[f"{key}_const"] = _Buffer(const)
-            holder = self.pieces[f"{key}_const"]
-            return lambda env: holder.value
+            return self._constant(torch.tensor(_const_value(expr), dtype=torch.get_default_dtype()), key)
         parts = [(self.compile(e, shape, f"{key}_{i}"), self._var_of(e)) for i, e in enumerate(expr.items)]
-        return lambda env: torch.cat([_flat_last(fn(env), var) for fn, var in parts], dim=-1)
+        return lambda env: torch.cat([one_hot_input(fn(env), var) if var is not None else _flat_last(fn(env), None)
+                                      for fn, var in parts], dim=-1)
+
+    def _constant(self, value: torch.Tensor, key: str) -> Closure:
+        """A constant held as a buffer, so it moves with the model to its device."""
+        name = f"{key}_const"
+        while name in self.pieces:
+            name += "_"
+        self.pieces[name] = _Buffer(value)
+        holder = self.pieces[name]
+        return lambda env: holder.value
 
     def _var_of(self, expr) -> VarInfo | None:
         return self.model.vars.get(expr.id) if isinstance(expr, A.Name) else None

@@ -67,8 +67,11 @@ def _nearest_guide(var: VarInfo) -> bool:
 
 
 def _continuous_latent(ctx: Context, var: VarInfo) -> bool:
-    return (var.kind == "latent" and not var.type.discrete and var.construct != "flow"
-            and not _is_flow_base(ctx, var))
+    """A continuous latent needing inference; a flow's base (u in z = prior(u)) does not,
+    but a latent defined by a flow prior with a guide of its own does (§5.4)."""
+    if var.kind != "latent" or var.type.discrete or _is_flow_base(ctx, var):
+        return False
+    return var.construct != "flow" or var.guide_stmt is not None
 
 
 def _auto(ctx: Context, family: str) -> tuple[str, str, list[str]]:

@@ -121,10 +121,11 @@ def to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
 
 
-def _config(model, settings: TrainSettings, source: DataSource, device: torch.device) -> dict:
+def _config(model, settings: TrainSettings, source: DataSource, device: torch.device, data_dir=None) -> dict:
     return {"model": model.name, "family": model.checked.family, "method": model.checked.method.name,
             "spec_file": str(model.program.path) if model.program.path else None,
-            "data": source.to_json(), "settings": asdict(settings), "device": str(device)}
+            "data": source.to_json(), "data_dir": str(data_dir) if data_dir else None,
+            "settings": asdict(settings), "device": str(device)}
 
 
 def fit_model(model, *, data=None, data_dir=None, epochs=None, max_steps=None, batch_size=None, lr=None,
@@ -160,7 +161,7 @@ def fit_model(model, *, data=None, data_dir=None, epochs=None, max_steps=None, b
     compiled = compile_model(model, dev)
     arrays = load_split(source, "train", compiled.var_specs(), data_dir=data_dir, program=model.program)
     tensors = to_tensors(arrays)
-    run_dir, resume_state = _run_dir(model, settings, source, dev, out, resume, overwrite, placement.rank)
+    run_dir, resume_state = _run_dir(model, settings, source, dev, out, resume, overwrite, placement.rank, data_dir)
     engine = _engine(model.checked.method.name)(compiled, settings)
     if placement.distributed and not hasattr(engine, "train_step"):
         raise RuntimeUserError(f"{model.checked.method.name} does not train by minibatch gradient, so it "
@@ -189,7 +190,7 @@ def _save_state(run_dir: RunDir, engine) -> None:
     save_checkpoint(run_dir.checkpoint_path, {"trainable": engine.state_dict(), "step": 0})
 
 
-def _run_dir(model, settings, source, device, out, resume, overwrite, rank=0):
+def _run_dir(model, settings, source, device, out, resume, overwrite, rank=0, data_dir=None):
     if out is None:
         out = tempfile.mkdtemp(prefix=f"dgm-{model.name}-")
         overwrite = True
@@ -202,7 +203,8 @@ def _run_dir(model, settings, source, device, out, resume, overwrite, rank=0):
             raise RuntimeUserError(f"{out} has no checkpoint to resume from", hint="start it without --resume")
         return run, load_checkpoint(run.checkpoint_path)
     spec_text = model.program.source.text
-    return RunDir.create(out, spec_text, model.name, _config(model, settings, source, device), overwrite), None
+    config = _config(model, settings, source, device, data_dir)
+    return RunDir.create(out, spec_text, model.name, config, overwrite), None
 
 
 def _engine(method: str):
@@ -212,7 +214,7 @@ def _engine(method: str):
         raise RuntimeUserError(str(exc), hint="see README for what is implemented") from None
 
 
-def open_run(path, device: str = "auto") -> FittedRun:
+def open_run(path, device: str = "auto", data_dir=None) -> FittedRun:
     """Reload a fitted run: recompile its spec, load its checkpoint (weights only)."""
     from ..api import loads
 
@@ -232,7 +234,8 @@ def open_run(path, device: str = "auto") -> FittedRun:
     state = load_checkpoint(run.checkpoint_path, map_location=dev)
     engine.load_state_dict(state["trainable"])
     compiled.eval()
-    return FittedRun(model, compiled, engine, run, data_source=DataSource.from_json(config["data"]))
+    return FittedRun(model, compiled, engine, run, data_source=DataSource.from_json(config["data"]),
+                     data_dir=data_dir or config.get("data_dir"))
 
 
 def query_model(model, query: str, **options):

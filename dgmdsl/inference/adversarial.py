@@ -1,0 +1,250 @@
+"""Adversarial training of implicit generators (LANGUAGE.md §5.7; method `adversarial`).
+
+`adversarial(loss = ..., critic_steps = k, penalty = lambda, clip = c)`. The losses,
+the gradient penalty and weight clipping are `dgmdsl.numerics.adversarial`; here is the
+schedule. One step of the shared loop (what `--max-steps` counts) is one generator
+update preceded by k critic updates. The loop hands each step one batch of k × B rows
+(B = the batch size) from its seeded per-epoch order, split into k critic batches of B
+rows: every critic update sees fresh data, an epoch is one pass of the critic over the
+data, and a resumed run sees exactly the batches of an uninterrupted one. Each critic
+update draws its own fake batch; the generator update draws a fresh one (BiGAN's
+encoder side reuses the last critic batch).
+
+Generator (with the encoder) and critic have separate optimizers: `optimizer` and
+`critic_optimizer` of the fit block, the critic falling back to the generator's. Where
+the fit block names none, each loss gets its paper's: Adam(1e-4, betas 0.5, 0.9) for
+`wgan_gp` (Gulrajani et al. 2017), RMSprop(5e-5) for `wgan` (Arjovsky et al. 2017), and
+Adam(DEFAULT_LR, betas 0.5, 0.9) otherwise. The implicit family's default learning rate
+is None, meaning "not set": `--lr` or an optimizer's `lr` replaces the paper's step.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..numerics.adversarial import AdversarialLoss, clip_weights_, gradient_penalty, make_loss
+from ..runtime.errors import RuntimeUserError
+from ..runtime.loop import LoopConfig, run_loop
+from .base import Engine, TrainSettings, make_optimizer
+
+__all__ = ["Adversarial", "CriticDiverged", "CHECK_EVERY", "DEFAULT_LOSS", "DEFAULT_LR", "EXPLODING_CRITIC_LOSS",
+           "PAPER_OPTIMIZERS", "default_optimizer", "loss_from_options"]
+
+DEFAULT_LOSS = "non_saturating"
+# the runtime's usual step: at 1e-4 the non-saturating GAN of specs/gan.dgm stayed on one
+# mode for 16k updates, at 1e-3 it covered all eight (benchmarks/gan.py)
+DEFAULT_LR = 1e-3
+# (loss name) -> the paper's optimizer where it differs from Adam(DEFAULT_LR, betas 0.5, 0.9)
+PAPER_OPTIMIZERS = {
+    "wgan_gp": ("adam", {"lr": 1e-4, "beta1": 0.5, "beta2": 0.9}),
+    "wgan": ("rmsprop", {"lr": 5e-5}),  # momentum destabilises weight clipping
+}
+# A critic whose loss (penalty included) exceeds this in magnitude has diverged: every
+# supported loss stays many orders of magnitude below it on data of unit scale.
+EXPLODING_CRITIC_LOSS = 1e6
+# Steps between checks of the critic (one host-device sync each), and at every checkpoint.
+CHECK_EVERY = 100
+
+
+class CriticDiverged(RuntimeUserError):
+    """The critic's loss became non-finite or exploded; the diverged state was not saved."""
+
+    def __init__(self, step: int, value: float, checkpoint) -> None:
+        what = "became non-finite" if not math.isfinite(value) else \
+            f"reached {value:.3g} (more than {EXPLODING_CRITIC_LOSS:.0e} in magnitude)"
+        kept = f"kept the last good checkpoint at {checkpoint}" if checkpoint else \
+            "no checkpoint had been written yet"
+        super().__init__(f"the critic diverged by step {step}: its loss {what}; stopped, {kept}",
+                         hint="use a smaller learning rate, a gradient penalty (penalty = 10) or wgan_gp")
+        self.step = step
+        self.value = value
+
+
+def loss_from_options(value: Any) -> AdversarialLoss:
+    """The loss named by the method's `loss` option (plain value: a name or a call dict)."""
+    if value is None:
+        return make_loss(DEFAULT_LOSS)
+    if isinstance(value, dict):
+        return make_loss(value["name"], **{k: v for k, v in value.items() if k != "name"})
+    return make_loss(str(value))
+
+
+def default_optimizer(loss: AdversarialLoss) -> tuple[str, dict]:
+    """The optimizer of `loss`'s paper, for a fit block that names none."""
+    return PAPER_OPTIMIZERS.get(loss.name, ("adam", {"lr": DEFAULT_LR, "beta1": 0.5, "beta2": 0.9}))
+
+
+def _with_lr(spec: tuple[str, dict], lr: float | None) -> tuple[str, dict]:
+    """`spec` with the learning rate set where one was given (None: keep the spec's)."""
+    name, options = spec
+    return (name, {**options, "lr": lr}) if lr is not None else spec
+
+
+class Adversarial(Engine):
+    name = "adversarial"
+
+    def __init__(self, model, settings: TrainSettings) -> None:
+        super().__init__(model, settings)
+        options = settings.method_options
+        self.loss = loss_from_options(options.get("loss"))
+        self.critic_steps = int(options.get("critic_steps") or self.loss.default_critic_steps)
+        self.penalty = float(options["penalty"]) if "penalty" in options else float(self.loss.default_penalty or 0)
+        self.clip = float(options["clip"]) if "clip" in options else self.loss.default_clip
+        self.optimizer_specs = self._optimizer_specs()
+        generator_spec, critic_spec = self.optimizer_specs
+        self.generator_params = model.generator_parameters()
+        self.critic_params = model.critic_parameters()
+        self.generator_optimizer = make_optimizer(self.generator_params, generator_spec)
+        self.critic_optimizer = make_optimizer(self.critic_params, critic_spec)
+        self._peak: torch.Tensor | None = None  # largest |critic loss| since the last check
+        self._step = 0
+        self._run_dir = None
+
+    def _optimizer_specs(self) -> tuple[tuple[str, dict], tuple[str, dict]]:
+        """(generator, critic) optimizers: the fit block's, else the paper's; a learning
+        rate left unset (None) is the paper's."""
+        s, paper = self.settings, default_optimizer(self.loss)
+        paper_lr = paper[1]["lr"]
+        if "optimizer" in self.model.spec.fit:
+            generator = _with_lr(s.optimizer, s.optimizer[1].get("lr") or paper_lr)
+        else:
+            generator = _with_lr(paper, s.optimizer[1].get("lr"))
+        if s.critic_optimizer is None:
+            return generator, generator
+        return generator, _with_lr(s.critic_optimizer, s.critic_optimizer[1].get("lr") or paper_lr)
+
+    # ---- one step: k critic updates, then one generator update --------------------------
+    def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        real_batches = _split_rows(batch, self.critic_steps)
+        for real in real_batches:
+            critic_loss, real_out, fake_out, penalty = self._critic_update(real)
+        generator_loss = self._generator_update(real_batches[-1])
+        self._watch(critic_loss, step)
+        # the last critic update's outputs: what the critic certifies before the generator moves
+        estimate = self.loss.estimate(real_out, fake_out)
+        out = {"loss": generator_loss, "critic_loss": critic_loss, "estimate": estimate}
+        if penalty is not None:
+            out["penalty"] = penalty
+        return out
+
+    def _critic_update(self, real: dict[str, torch.Tensor]):
+        model = self.model
+        with torch.no_grad():
+            real_in = model.data_side(real)
+            fake_in = model.generator_side(_rows(real), model.covariates(real))
+        real_out, fake_out = model.score(*real_in), model.score(*fake_in)
+        loss = self.loss.critic_loss(real_out, fake_out)
+        penalty = None
+        if self.penalty > 0:
+            penalty = gradient_penalty(model.score, real_in, fake_in)
+            loss = loss + self.penalty * penalty
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._clip_grad(self.critic_params)
+        self.critic_optimizer.step()
+        if self.clip is not None:
+            clip_weights_(model.critic, self.clip)
+        return loss.detach(), real_out.detach(), fake_out.detach(), None if penalty is None else penalty.detach()
+
+    def _generator_update(self, real: dict[str, torch.Tensor]) -> torch.Tensor:
+        model = self.model
+        fake_out = model.score(*model.generator_side(_rows(real), model.covariates(real)))
+        if model.bidirectional:
+            loss = self._bigan_loss(model.score(*model.data_side(real)), fake_out)
+        else:
+            loss = self.loss.generator_loss(fake_out)
+        self.generator_optimizer.zero_grad(set_to_none=True)
+        # `inputs` restricts backward to the generator: no gradients for the critic's weights
+        loss.backward(inputs=self.generator_params)
+        self._clip_grad(self.generator_params)
+        self.generator_optimizer.step()
+        return loss.detach()
+
+    def _bigan_loss(self, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
+        """Generator and encoder minimise the critic's loss with real and fake swapped
+        (the non-saturating form for the logistic losses); for `minimax`, the saddle
+        objective itself: they maximise the critic's loss."""
+        if self.loss.name == "minimax":
+            return -self.loss.critic_loss(real_out, fake_out)
+        return self.loss.critic_loss(fake_out, real_out)
+
+    def _clip_grad(self, params: list) -> None:
+        if self.settings.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, self.settings.grad_clip)
+
+    # ---- divergence watch ----------------------------------------------------------------
+    def _watch(self, critic_loss: torch.Tensor, step: int) -> None:
+        size = critic_loss.abs()
+        # torch.maximum propagates NaN, so one NaN since the last check is kept
+        self._peak = size if self._peak is None else torch.maximum(self._peak, size)
+        self._step = step
+        if step % CHECK_EVERY == 0:
+            self._check()
+
+    def _check(self) -> None:
+        if self._peak is None:
+            return
+        value = float(self._peak)
+        self._peak = None
+        if not math.isfinite(value) or value > EXPLODING_CRITIC_LOSS:
+            run = self._run_dir
+            raise CriticDiverged(self._step, value, run.checkpoint_path if run is not None and run.has_checkpoint
+                                 else None)
+
+    # ---- checkpoints and the loop ----------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        self._check()  # never hand a diverged critic to a checkpoint
+        return {"model": self.model.state_dict(), "generator_optimizer": self.generator_optimizer.state_dict(),
+                "critic_optimizer": self.critic_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        if "generator_optimizer" in state:
+            self.generator_optimizer.load_state_dict(state["generator_optimizer"])
+            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+
+    def fit(self, data, run_dir, resume_state, device) -> dict:
+        s = self.settings
+        _refuse_unsupported(s)
+        rows = _rows(data)
+        if rows < self.critic_steps:
+            raise RuntimeUserError(f"{rows} training rows cannot feed {self.critic_steps} critic updates a step",
+                                   hint="use more data or fewer critic_steps")
+        per_step = self.critic_steps * s.batch_size
+        config = LoopConfig(epochs=s.epochs, max_steps=s.max_steps, batch_size=per_step, seed=s.seed,
+                            quiet=s.quiet, checkpoint_every_s=s.checkpoint_every_s,
+                            metrics_every=s.metrics_every, drop_last=rows >= per_step)
+        self._run_dir = run_dir
+        self.model.train()
+        result = run_loop(self, data, config, run_dir, resume_state=resume_state, device=device)
+        self.model.eval()
+        generator, critic = self.optimizer_specs
+        return {"steps": result.steps, "critic_steps": self.critic_steps, "epochs": round(result.epochs_done, 3),
+                "optimizers": {"generator": [generator[0], generator[1]], "critic": [critic[0], critic[1]]},
+                "final_loss": result.final_loss, "stopped_by": result.stopped_by,
+                "elapsed_s": round(result.elapsed_s, 2),
+                "checkpoint": str(result.checkpoint) if result.checkpoint else None}
+
+
+def _refuse_unsupported(s: TrainSettings) -> None:
+    """Options the shared loop offers that this schedule does not implement."""
+    if s.world_size > 1:
+        raise RuntimeUserError("adversarial training runs in one process in this version",
+                               hint="run it without --nproc / torchrun")
+    if s.precision != "fp32" or s.compile:
+        raise RuntimeUserError("adversarial training runs in fp32 without torch.compile in this version",
+                               hint="drop --precision / --compile")
+
+
+def _rows(batch: dict[str, torch.Tensor]) -> int:
+    return len(next(iter(batch.values())))
+
+
+def _split_rows(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
+    """`parts` row blocks of a batch (equal when the batch is k × B rows)."""
+    if parts == 1:
+        return [batch]
+    pieces = {k: torch.tensor_split(v, parts) for k, v in batch.items()}
+    return [{k: v[i] for k, v in pieces.items()} for i in range(parts)]

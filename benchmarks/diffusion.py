@@ -3,7 +3,7 @@ to its noise floor on the 2-D toy sets, DDPM on MNIST (bits/dim of the bound, a 
 grid), and the marginal training-step cost of `dgm fit` against hand-written PyTorch.
 
 Usage: python benchmarks/diffusion.py [--quick] [--skip-quality] [--skip-mnist] [--skip-speed]
-                                      [--threads 2] [--png PATH]
+                                      [--threads 2] [--data-dir DIR] [--png PATH]
 
 Quality fits specs/score_sde.dgm, score_sde_ve.dgm, ncsn.dgm and ddpm.dgm on their own data
 (--quick caps the steps) and evaluates on held-out examples: the probability-flow ODE NLL
@@ -17,6 +17,7 @@ benchmarks/reference/diffusion_ref.py with benchmarks/harness.py (start-up repor
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -33,6 +34,7 @@ from dgmdsl.data import toy_entropy  # noqa: E402
 __all__ = ["quality", "mnist", "speed", "main"]
 
 SPECS = ROOT / "specs"
+DEFAULT_DATA_DIR = os.environ.get("DGM_DATA_DIR") or str(ROOT.parent / "shared" / "data")
 TOY_MODELS = ("score_sde", "score_sde_ve", "ncsn", "ddpm")
 
 
@@ -71,14 +73,14 @@ def quality(workdir: Path, max_steps: int | None, limit: int) -> None:
                f"near the noise floor {metrics['mmd_noise_floor']:.4f}", steps=run.fit_result["steps"])
 
 
-def mnist(workdir: Path, quick: bool, png: Path) -> None:
+def mnist(workdir: Path, quick: bool, png: Path, data_dir: str) -> None:
     """ddpm_mnist: bits/dim of the bound on held-out images and a 16-image sample grid."""
     from dgmdsl.runtime.plots import save_samples_png
 
     model = dgmdsl.load(SPECS / "ddpm_mnist.dgm").models[0]
     start = time.perf_counter()
     run = model.fit(max_steps=20 if quick else None, out=workdir / "runs" / "ddpm_mnist", quiet=True,
-                    device=_device(), overwrite=True)
+                    device=_device(), overwrite=True, data_dir=data_dir)
     fit_s = time.perf_counter() - start
     start = time.perf_counter()
     metrics = run.evaluate(limit=100, batch_size=100, bound_examples=2 if quick else 100, mmd_samples=0)
@@ -114,6 +116,7 @@ def main() -> None:
     parser.add_argument("--skip-mnist", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--threads", type=int, default=2, help="torch threads, in-process and per process")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="where binarized MNIST is")
     parser.add_argument("--png", type=Path, default=Path(tempfile.gettempdir()) / "dgm-ddpm-mnist-samples.png")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -124,7 +127,7 @@ def main() -> None:
         if not args.skip_quality:
             quality(workdir, 2000 if args.quick else None, 1000 if args.quick else 2000)
         if not args.skip_mnist:
-            mnist(workdir, args.quick, args.png)
+            mnist(workdir, args.quick, args.png, args.data_dir)
         if not args.skip_speed:
             speed(100 if args.quick else 1000, 3 if args.quick else 5, args.threads)
     print(f"total time {time.perf_counter() - start:.0f} s")

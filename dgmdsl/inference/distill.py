@@ -76,6 +76,8 @@ def check_teacher_config(model: CheckedModel) -> dict:
     except DgmError as exc:
         raise _error(model, f"teacher run '{path}' holds a spec that does not check: "
                             f"{exc.diagnostics[0].message}", fit_hint) from None
+    if not run.has_checkpoint:
+        raise _error(model, f"teacher run '{path}' has no checkpoint: its fit did not finish a step", fit_hint)
     if config.get("family") != "flow":
         raise _error(model, f"teacher run '{path}' holds {teacher.name}, a {config.get('family')} model, not a "
                             "flow: distillation needs a teacher with an exact density", fit_hint)

@@ -113,6 +113,11 @@ def _data_source(model, data) -> DataSource:
     if data is not None:
         return parse_data_option(str(data)) if not isinstance(data, DataSource) else data
     if "data" not in model.checked.fit:
+        # a method may bring its own data (distillation reads the teacher's held-out split)
+        override = getattr(_engine(model.checked.method.name), "data_source_override", None)
+        source = override(model) if override else None
+        if source is not None:
+            return source
         raise RuntimeUserError(f"model {model.name} names no data", hint="add `fit { data = ... }` or pass --data")
     return resolve_source(model.checked.fit["data"])
 

@@ -53,7 +53,9 @@ def _check_layer_args(ctx: Context, layer: A.Layer) -> None:
 def _check_option(ctx: Context, layer: str, key: str, kind: str, value) -> None:
     name = A.call_name(value)
     if kind == "net":
-        if name not in NETS and name not in ctx.nets:
+        if name in ctx.nets:
+            ctx.nets[name].uses.append(value.span)
+        elif name not in NETS:
             ctx.error(E.unknown(value.span, f"net for {layer}", name or "expression", set(NETS) | set(ctx.nets)))
     elif kind == "mask":
         if name not in ("alternate",):

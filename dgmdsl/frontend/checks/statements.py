@@ -161,9 +161,10 @@ def _check_flow_application(ctx: Context, var: VarInfo, expr: A.Call) -> set[str
     if src.type.shape != var.type.shape:
         ctx.error(E.shape_mismatch(expr.span, f"flow '{flow.name}' keeps the shape of its input: "
                                               f"{src.name} and {var.name}", src.type.shape, var.type.shape))
-    if src.type.discrete or var.type.discrete:
+    dequantized = var.kind == "data" and var.type.base in ("binary", "ordinal")
+    if src.type.discrete or (var.type.discrete and not dequantized):
         ctx.error(E.unsupported(expr.span, "a flow maps real values to real values",
-                                "declare both variables real (discrete data is dequantized by fit)"))
+                                "declare the base real; binary or ordinal data is dequantized by fit"))
     flow.dim = var.type.size
     return {src.name}
 

@@ -129,7 +129,7 @@ def main() -> None:
         if not args.skip_mnist:
             mnist(workdir, args.quick, args.png, args.data_dir)
         if not args.skip_speed:
-            speed(100 if args.quick else 1000, 3 if args.quick else 5, args.threads)
+            speed(500 if args.quick else 2000, 3 if args.quick else 5, args.threads)
     print(f"total time {time.perf_counter() - start:.0f} s")
 
 

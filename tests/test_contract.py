@@ -13,13 +13,6 @@ from dgmdsl.families import FAMILIES, family_available
 SPECS = Path(__file__).parent / "contract_specs"
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def contract_model(family):
     path = SPECS / f"{family}.dgm"

@@ -13,13 +13,6 @@ from tests.conftest import ROOT
 SPECS = ROOT / "specs"
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def test_learned_sprinkler_recovers_every_table_entry(tmp_path):
     truth = {"cloudy": [0.5], "sprinkler": [0.5, 0.1], "rain": [0.2, 0.8], "wet": [[0.0, 0.9], [0.9, 0.99]]}

@@ -12,14 +12,6 @@ from dgmdsl.cli import main as dgm_main
 from dgmdsl.frontend.diagnostics import DgmError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def compiled(body: str, decl: str = "data x : binary[6]", nets: str = "", seed: int = 0):
     source = f"model T {{\n    {decl}\n    {nets}\n    x ~ Autoregressive({body})\n}}\n"
     torch.manual_seed(seed)
@@ -49,10 +41,9 @@ CONDITIONERS = {
 }
 # The checker does not yet count a net used as a conditioner as used ("declared but never
 # used"); strict, so the marker must go once frontend/checks/constructs.py records the use.
-CHECKER_GAP = pytest.mark.xfail(raises=DgmError, strict=True, reason="checker: conditioner net not marked used")
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=CHECKER_GAP) if c == "mlp_net" else c
+@pytest.mark.parametrize("case", [c
                                   for c in sorted(CONDITIONERS)])
 def test_every_conditioner_sums_to_one_over_all_binary_vectors(case):
     body, decl, nets = CONDITIONERS[case]

@@ -73,6 +73,7 @@ def _conditioner(ctx: Context, var: VarInfo, value) -> None:
     name = A.call_name(value)
     if name in ctx.nets:
         net = ctx.nets[name]
+        net.uses.append(value.span)
         if net.ctor not in ("MLP", "MADE", "Linear"):
             ctx.error(E.unsupported(value.span, f"net '{name}' ({net.ctor}) cannot be masked into an "
                                                 "autoregressive conditioner",

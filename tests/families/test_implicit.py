@@ -15,14 +15,6 @@ from tests.conftest import ROOT
 SPECS = ROOT / "specs"
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def compiled(spec: str, name: str | None = None):
     torch.manual_seed(0)
     program = dgmdsl.loads(spec) if "model" in spec else dgmdsl.load(SPECS / f"{spec}.dgm")

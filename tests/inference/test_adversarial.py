@@ -11,14 +11,6 @@ from dgmdsl.inference import adversarial as adv
 from dgmdsl.runtime.api import compile_model, resolve_settings
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def spec(method: str, fit: str = "", data: str = "eight_gaussians(n = 96, seed = 0)") -> str:
     return f"""model Small {{
     data   x : real[2]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import ROOT, dgm_fit_command, machine, marginal_step_costs, print_speed  # noqa: E402
+from benchmarks.harness import ROOT, dgm_fit_command, machine, marginal_step_costs, print_speed, report  # noqa: E402
 
 __all__ = ["PUBLISHED", "quality", "speed", "nade_sampling_throughput", "main"]
 
@@ -71,6 +71,9 @@ def quality(model: str, *, epochs: int | None, max_steps: int | None, limit: int
           f"{metrics['bits_per_dim']:.4f} bits/dim) | published test {published:.2f} ({source}) | "
           f"gap {nll - published:+.2f} | {run.fit_result['steps']} steps, {run.fit_result['epochs']} epochs, "
           f"fit {fit_s:.0f} s, eval {eval_s:.0f} s on {run.compiled.device}", flush=True)
+    report("chain rule", model, f"validation NLL (nats) vs published test {published} ({source})", round(nll, 2),
+           f"within 1 nat of {published}", gap=round(nll - published, 2), epochs=run.fit_result["epochs"],
+           fit_s=round(fit_s), device=str(run.compiled.device))
     return {"model": model, "nll": nll, "published": published, "fit_s": fit_s, "eval_s": eval_s}
 
 
@@ -90,7 +93,7 @@ def speed(model: str, *, device: str, data_dir: str, quick: bool, batch_size: in
 
     result = marginal_step_costs(f"{model} ({device}, batch {batch_size}, {steps}/{2 * steps} steps)", dgm, reference,
                                  steps, repeats=2 if quick else 5, threads=threads)
-    print_speed(result)
+    print_speed(result, family="chain rule")
     return result
 
 

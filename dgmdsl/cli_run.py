@@ -18,17 +18,22 @@ def _user_errors():
     return DataError, QueryError, RuntimeUserError
 
 
+def _as_user_error(exc, UserError):
+    """`exc` (one of `_user_errors()`) as the command line's UserError: the message, its
+    hint and, for a DataError, where it is (file, variable, row), each printed once."""
+    from .data import DataError
+
+    if isinstance(exc, DataError):
+        return UserError(exc.message, exc.hint, where=exc.where)
+    return UserError(str(exc), getattr(exc, "hint", None))
+
+
 def _guard(fn, UserError):
     def run(args):
-        errors = _user_errors()
         try:
             return fn(args)
-        except errors as exc:
-            message = exc.render() if hasattr(exc, "render") and not hasattr(exc, "hint") else str(exc)
-            hint = getattr(exc, "hint", None)
-            if type(exc).__name__ == "DataError":
-                raise UserError(str(exc)) from None
-            raise UserError(message, hint) from None
+        except _user_errors() as exc:
+            raise _as_user_error(exc, UserError) from None
     return run
 
 
@@ -54,7 +59,7 @@ def _fit_options(args) -> dict:
     return dict(data=args.data, data_dir=args.data_dir, epochs=args.epochs, max_steps=args.max_steps,
                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, out=args.out,
                 resume=args.resume, quiet=args.quiet, precision=args.precision, compile=args.compile,
-                metrics_every=args.metrics_every)
+                metrics_every=args.metrics_every, lr_schedule=args.lr_schedule)
 
 
 def _fit_worker(spec: str, model_name: str | None, options: dict) -> None:
@@ -228,6 +233,8 @@ def add_run_commands(sub, UserError) -> None:
     p.add_argument("--max-steps", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--lr-schedule", metavar="SCHEDULE",
+                   help="constant | cosine(warmup = N, final = F) | step(at = F, factor = G); over the spec's")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", metavar="RUN_DIR")

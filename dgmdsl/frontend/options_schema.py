@@ -16,7 +16,8 @@ from .spans import NO_SPAN, Span
 from .values import NOT_A_VALUE, CallValue, Sym
 
 __all__ = ["Num", "Enum", "Ctor", "OneOf", "Str", "AnyValue", "validate", "METHODS", "SAMPLE_METHODS",
-           "FIT_KEYS", "SAMPLE_KEYS", "OPTIMIZERS", "DATASET_SCHEMAS", "METHOD_NAMES"]
+           "FIT_KEYS", "SAMPLE_KEYS", "OPTIMIZERS", "DATASET_SCHEMAS", "METHOD_NAMES",
+           "LR_SCHEDULES", "LR_SCHEDULE_CTORS"]
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,14 @@ OPTIMIZERS = OneOf(tuple(Ctor(n, {**_OPT_COMMON, **extra}, ("lr",)) for n, extra
     ("sgd", {"momentum": PROB}), ("rmsprop", {"momentum": PROB}),
 ]))
 
+# extension (docs/decisions.md): the rate as a function of the step, applied to every optimizer
+LR_SCHEDULES = OneOf((
+    Ctor("constant"),
+    Ctor("cosine", {"warmup": NONNEG_INT, "final": PROB}),
+    Ctor("step", {"at": PROB, "factor": POS}, ("at", "factor")),
+))
+LR_SCHEDULE_CTORS = {c.name: c for c in LR_SCHEDULES.alternatives}
+
 _GENERATED = {"n": POS_INT, "seed": NONNEG_INT}
 DATASET_SCHEMAS: dict[str, Ctor] = {
     **{name: Ctor(name, dict(_GENERATED)) for name in DATASETS - {"binarized_mnist", "samples"}},
@@ -256,5 +265,6 @@ FIT_KEYS = {
     "ema": PROB,
     "grad_clip": POS,
     "heldout": POS_INT,                    # extension: size of a generated held-out split
+    "lr_schedule": LR_SCHEDULES,           # extension: see docs/decisions.md
 }
 SAMPLE_KEYS = {"method": AnyValue("sample method"), "n": POS_INT, "seed": NONNEG_INT}

@@ -215,7 +215,8 @@ class Adversarial(Engine):
         per_step = self.critic_steps * s.batch_size
         config = LoopConfig(epochs=s.epochs, max_steps=s.max_steps, batch_size=per_step, seed=s.seed,
                             quiet=s.quiet, checkpoint_every_s=s.checkpoint_every_s,
-                            metrics_every=s.metrics_every, drop_last=rows >= per_step)
+                            metrics_every=s.metrics_every, drop_last=rows >= per_step,
+                            lr_schedule=s.lr_schedule)
         self._run_dir = run_dir
         self.model.train()
         result = run_loop(self, data, config, run_dir, resume_state=resume_state, device=device)

@@ -25,6 +25,7 @@ class TrainSettings:
     critic_optimizer: tuple[str, dict] | None = None
     method_options: dict = field(default_factory=dict)
     grad_clip: float | None = None
+    lr_schedule: dict | str | None = None   # runtime/schedules.py; None: constant
     quiet: bool = False
     checkpoint_every_s: float | None = 300.0
     metrics_every: int = 50
@@ -171,7 +172,8 @@ class GradientEngine(Engine):
                                    hint="--batch-size is the global batch: make it a multiple of --nproc")
         return LoopConfig(epochs=s.epochs, max_steps=s.max_steps, batch_size=s.batch_size // s.world_size,
                           seed=s.seed, quiet=s.quiet, checkpoint_every_s=s.checkpoint_every_s,
-                          metrics_every=s.metrics_every, rank=s.rank, world_size=s.world_size)
+                          metrics_every=s.metrics_every, rank=s.rank, world_size=s.world_size,
+                          lr_schedule=s.lr_schedule)
 
     def fit(self, data, run_dir, resume_state, device) -> dict:
         config = self.loop_config()

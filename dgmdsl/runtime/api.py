@@ -38,11 +38,11 @@ def compile_model(model, device: str | torch.device = "cpu"):
 
 def _positional_names(name: str) -> tuple[str, ...]:
     from ..frontend.catalog import DISTRIBUTIONS
-    from ..frontend.options_schema import METHODS, SAMPLE_METHODS
+    from ..frontend.options_schema import LR_SCHEDULE_CTORS, METHODS, SAMPLE_METHODS
     if name in DISTRIBUTIONS:
         info = DISTRIBUTIONS[name]
         return tuple(p for p in info.params if not any(p in g[1:] for g in info.exclusive))
-    for table in (METHODS, SAMPLE_METHODS):
+    for table in (METHODS, SAMPLE_METHODS, LR_SCHEDULE_CTORS):
         if name in table:
             return table[name].positional
     return ()
@@ -81,9 +81,20 @@ def _optimizer(value, lr: float | None, default_lr: float) -> tuple[str, dict]:
     return name, opts
 
 
+def _lr_schedule(given, fit) -> dict | None:
+    """`--lr-schedule` / `lr_schedule=` (text such as "cosine(warmup = 100)", or a dict)
+    over the fit block's `lr_schedule`."""
+    if given is None:
+        return _plain(fit["lr_schedule"]) if "lr_schedule" in fit else None
+    if isinstance(given, dict):
+        return given
+    from .schedules import parse_lr_schedule
+    return parse_lr_schedule(str(given))
+
+
 def resolve_settings(model, *, epochs=None, max_steps=None, batch_size=None, lr=None, seed=None,
                      quiet=False, precision="fp32", compile=False, placement=None,
-                     metrics_every=None) -> TrainSettings:
+                     metrics_every=None, lr_schedule=None) -> TrainSettings:
     """Command line over the fit block over family defaults."""
     fit = model.checked.fit
     from ..families import backend_class
@@ -100,6 +111,7 @@ def resolve_settings(model, *, epochs=None, max_steps=None, batch_size=None, lr=
         critic_optimizer=_optimizer(fit["critic_optimizer"], lr, defaults["lr"]) if "critic_optimizer" in fit else None,
         method_options={k: _plain(v) for k, v in method.options.items()},
         grad_clip=fit.get("grad_clip"),
+        lr_schedule=_lr_schedule(lr_schedule, fit),
         quiet=quiet,
         precision=precision,
         compile=compile,
@@ -135,7 +147,7 @@ def _config(model, settings: TrainSettings, source: DataSource, device: torch.de
 
 def fit_model(model, *, data=None, data_dir=None, epochs=None, max_steps=None, batch_size=None, lr=None,
               seed=None, device="auto", out=None, resume=False, quiet=False, overwrite=False,
-              precision="fp32", compile=False, metrics_every=None) -> FittedRun:
+              precision="fp32", compile=False, metrics_every=None, lr_schedule=None) -> FittedRun:
     """Train `model`; writes a run directory (a temporary one if `out` is None). Under
     torch.distributed (torchrun, or `dgm fit --nproc`) every process calls this; rank 0
     alone writes the run directory."""
@@ -149,11 +161,12 @@ def fit_model(model, *, data=None, data_dir=None, epochs=None, max_steps=None, b
         batch_size = batch_size if batch_size is not None else saved.get("batch_size")
         seed = seed if seed is not None else saved.get("seed")
         lr = lr if lr is not None else (saved.get("optimizer") or [None, {}])[1].get("lr")
+        lr_schedule = lr_schedule if lr_schedule is not None else saved.get("lr_schedule")
         if data is None and saved.get("data", {}).get("path"):
             data = saved["data"]["path"]
     settings = resolve_settings(model, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                                 seed=seed, quiet=quiet, precision=precision, compile=compile,
-                                placement=placement, metrics_every=metrics_every)
+                                placement=placement, metrics_every=metrics_every, lr_schedule=lr_schedule)
     if precision not in ("fp32", "bf16", "fp16"):
         raise RuntimeUserError(f"unknown precision '{precision}'", hint="use fp32, bf16 or fp16")
     dev = resolve_device(device)

@@ -26,6 +26,7 @@ from dgmdsl.runtime.checkpoint import capture_rng_state, restore_rng_state, save
 from dgmdsl.runtime.errors import RuntimeUserError
 from dgmdsl.runtime.progress import Progress
 from dgmdsl.runtime.rundir import RunDir
+from dgmdsl.runtime.schedules import LearningRateSchedule
 from dgmdsl.runtime.steplog import LoopState, StepLog
 from dgmdsl.runtime.stopping import NonFiniteLoss, StopRequest
 
@@ -52,6 +53,7 @@ class LoopConfig:
     log_every_s: float = 10.0
     rank: int = 0  # distributed rank; only rank 0 logs and checkpoints
     world_size: int = 1
+    lr_schedule: dict | str | None = None  # see runtime/schedules.py
 
     def __post_init__(self) -> None:
         _require_positive("batch_size", self.batch_size)
@@ -173,6 +175,7 @@ class _Session:
         self.state = state
         self.checkpoint_every_s = config.checkpoint_every_s
         self.world_size = config.world_size  # throughput counts the global batch
+        self.lr_schedule = config.lr_schedule
         self.checkpoint_path: Path | None = _existing_checkpoint(run_dir)
         sink = run_dir.append_metrics if run_dir is not None else None
         self.log = StepLog(
@@ -193,6 +196,8 @@ class _Session:
         epoch, position = divmod(step, per_epoch)
         order = batches.order(epoch)
         next_checkpoint = self._next_checkpoint_time(time.monotonic())
+        schedule = LearningRateSchedule(self.lr_schedule, total, trainable)
+        set_rate = schedule.apply if schedule.active else None
         while step < total:
             if position == per_epoch:
                 epoch, position = epoch + 1, 0
@@ -200,6 +205,8 @@ class _Session:
             batch, n_samples = batches.batch(order, position)
             n_samples *= self.world_size
             step, position = step + 1, position + 1
+            if set_rate is not None:
+                set_rate(step)
             output = trainable.train_step(batch, step)
             now = log.record(output, n_samples)
             if on_step is not None:

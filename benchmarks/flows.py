@@ -33,13 +33,14 @@ SPECS = ROOT / "specs"
 TARGETS = {"maf": 0.05, "realnvp": 0.1}  # nats above the entropy (the issue's targets)
 
 
-def quality(workdir: Path, max_steps: int | None, epochs: int | None) -> None:
+def quality(workdir: Path, max_steps: int | None, epochs: int | None, lr_schedule: str | None = None,
+            names=("nice", "realnvp", "maf")) -> None:
     """Fit each reference spec, print held-out NLL next to the data's entropy."""
-    for name in ("nice", "realnvp", "maf"):
+    for name in names:
         model = dgmdsl.load(SPECS / f"{name}.dgm").models[0]
         start = time.perf_counter()
         run = model.fit(max_steps=max_steps, epochs=epochs, out=workdir / "runs" / name, quiet=True, device="cpu",
-                        overwrite=True)
+                        overwrite=True, lr_schedule=lr_schedule)
         fit_s = time.perf_counter() - start
         metrics = run.evaluate(limit=None, batch_size=5000)
         data = run.data_source.name
@@ -48,10 +49,12 @@ def quality(workdir: Path, max_steps: int | None, epochs: int | None) -> None:
         target = f" (target <= {TARGETS[name]})" if name in TARGETS else ""
         print(f"{name:8s} on {data}: held-out NLL {metrics['nll_nats']:.4f} +- {metrics['nll_stderr']:.4f} nats "
               f"over {metrics['examples']} examples; entropy {entropy:.4f} +- {entropy_se:.4f}; "
-              f"gap {gap:+.4f}{target}; {run.fit_result['steps']} steps in {fit_s:.0f} s")
+              f"gap {gap:+.4f}{target}; {run.fit_result['steps']} steps in {fit_s:.0f} s"
+              f"{f', lr schedule {lr_schedule}' if lr_schedule else ''}")
         report("flow", name, f"held-out NLL - entropy of {data} (nats)", round(gap, 4),
                f"<= {TARGETS[name]}" if name in TARGETS else "as small as possible",
-               nll=round(metrics["nll_nats"], 4), entropy=round(entropy, 4), steps=run.fit_result["steps"])
+               nll=round(metrics["nll_nats"], 4), entropy=round(entropy, 4), steps=run.fit_result["steps"],
+               lr_schedule=lr_schedule or "constant")
 
 
 def samples_per_second(compiled, n: int, repeats: int = 3) -> float:
@@ -127,6 +130,9 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--threads", type=int, default=2, help="torch threads, in-process and per process")
     parser.add_argument("--epochs", type=int, help="override the specs' epochs in the quality fits")
+    parser.add_argument("--lr-schedule", default=None, help="as `dgm fit --lr-schedule` (default: the specs')")
+    parser.add_argument("--models", default="nice,realnvp,maf", help="quality fits, comma-separated")
+    parser.add_argument("--skip-distill", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -134,8 +140,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dgm-flows-") as tmp:
         workdir = Path(tmp)
         if not args.skip_quality:
-            quality(workdir, 1000 if args.quick else None, args.epochs)
-            distillation(workdir, 500 if args.quick else None, 5000 if args.quick else 50_000)
+            quality(workdir, 1000 if args.quick else None, args.epochs, args.lr_schedule, args.models.split(","))
+            if not args.skip_distill:
+                distillation(workdir, 500 if args.quick else None, 5000 if args.quick else 50_000)
         if not args.skip_speed:
             speed(400 if args.quick else 1000, 3 if args.quick else 5, args.threads)
     print(f"total time {time.perf_counter() - start:.0f} s")

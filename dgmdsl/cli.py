@@ -14,11 +14,17 @@ __all__ = ["main", "build_parser"]
 
 
 class UserError(Exception):
-    """A mistake in arguments, data or files: printed as `error: ...` with a hint, exit 1."""
+    """A mistake in arguments, data or files: printed as `error: ...` (after `where`, e.g.
+    `data.csv: variable 'x', row 3`, when given) with a hint, exit 1."""
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, where: str | None = None) -> None:
         super().__init__(message)
         self.hint = hint
+        self.where = where
+
+    def render(self) -> str:
+        text = f"{self.where}: error: {self}" if self.where else f"error: {self}"
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
 
 
 def _load_models(path: str, model: str | None):
@@ -104,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(err.render(), file=sys.stderr)
         return 1
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        if err.hint:
-            print(f"  hint: {err.hint}", file=sys.stderr)
+        print(err.render(), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -62,13 +62,24 @@ def _fit_options(args) -> dict:
                 metrics_every=args.metrics_every, lr_schedule=args.lr_schedule)
 
 
-def _fit_worker(spec: str, model_name: str | None, options: dict) -> None:
-    """One process of `dgm fit --nproc N` (module level: it is pickled into the child)."""
+def _fit_worker(spec: str, model_name: str | None, options: dict, reports: str) -> None:
+    """One process of `dgm fit --nproc N` (module level: it is pickled into the child).
+
+    torch's spawn would show a user error as a bug's traceback, so the error is
+    rendered into `reports/rank<R>.txt` for the parent to print, and the process exits 1."""
+    import os
+
+    from .cli import UserError
+    from .frontend.diagnostics import DgmError
     from .runtime.api import fit_model
     from .runtime.distributed import shutdown
 
     try:
         fit_model(_model_from(spec, model_name), **options)
+    except (DgmError, *_user_errors()) as exc:
+        text = exc.render() if isinstance(exc, DgmError) else _as_user_error(exc, UserError).render()
+        (Path(reports) / f"rank{os.environ['RANK']}.txt").write_text(text)
+        raise SystemExit(1) from None
     finally:
         shutdown()
 
@@ -78,6 +89,10 @@ def cmd_fit(args) -> int:
 
     model = _model_from(args.spec, args.model)
     if args.nproc > 1:
+        import tempfile
+
+        from torch.multiprocessing.spawn import ProcessException
+
         from .runtime.distributed import spawn
         from .runtime.errors import RuntimeUserError
 
@@ -87,7 +102,15 @@ def cmd_fit(args) -> int:
         if not hasattr(_engine(model.method), "train_step"):
             raise RuntimeUserError(f"{model.method} does not train by minibatch gradient, so it cannot be "
                                    "split over processes", hint="run it without --nproc")
-        spawn(args.nproc, _fit_worker, args.spec, args.model, _fit_options(args))
+        with tempfile.TemporaryDirectory(prefix="dgm-fit-") as reports:
+            try:
+                spawn(args.nproc, _fit_worker, args.spec, args.model, _fit_options(args), reports)
+            except ProcessException as exc:  # the first process to fail; the others were stopped
+                report = Path(reports) / f"rank{exc.error_index}.txt"
+                if not report.is_file():
+                    raise
+                print(report.read_text(), file=sys.stderr)
+                return 1
         run = open_run(args.out, device="cpu")
         run.fit_result = json.loads((run.path / "fit_result.json").read_text())
     else:
@@ -239,7 +262,8 @@ def add_run_commands(sub, UserError) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", metavar="RUN_DIR")
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress while training; errors and the final summary are still printed")
     p.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torch.distributed)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--compile", action="store_true", help="torch.compile the training loss")

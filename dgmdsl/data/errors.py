@@ -33,16 +33,22 @@ class DataError(Exception):
         self.hint = hint
         self.source = source
 
-    def __str__(self) -> str:
-        where = []
+    @property
+    def where(self) -> str | None:
+        """``data.csv: variable 'x', row 17``; None when nothing locates the error."""
+        parts = [] if self.source is None else [self.source]
+        place = []
         if self.variable is not None:
-            where.append(f"variable '{self.variable}'")
+            place.append(f"variable '{self.variable}'")
         if self.row is not None:
-            where.append(f"row {self.row}")
-        head = f"{', '.join(where)}: " if where else ""
-        if self.source is not None:
-            head = f"{self.source}: {head}"
-        text = f"{head}error: {self.message}"
+            place.append(f"row {self.row}")
+        if place:
+            parts.append(", ".join(place))
+        return ": ".join(parts) or None
+
+    def __str__(self) -> str:
+        where = self.where
+        text = f"{where}: error: {self.message}" if where else f"error: {self.message}"
         if self.hint:
             text += f"\n  hint: {self.hint}"
         return text

@@ -21,7 +21,9 @@ def var_spec(var: VarInfo, missing_ok: bool = False) -> VarSpec:
 
 
 class seeded:
-    """Run a block under a fixed torch seed without disturbing the caller's RNG."""
+    """Run a block under a fixed torch seed without disturbing the caller's RNG: the
+    CPU's and, once CUDA is in use (a model there draws from its device's), every CUDA
+    device's, each forked and seeded."""
 
     def __init__(self, seed: int | None) -> None:
         self.seed = seed
@@ -30,9 +32,14 @@ class seeded:
     def __enter__(self):
         if self.seed is None:
             return self
-        self._fork = torch.random.fork_rng(devices=[])
+        # Not torch.manual_seed: before CUDA starts, it would queue a seed that CUDA
+        # applies when it does start, after the fork has ended.
+        cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        self._fork = torch.random.fork_rng(devices=cuda_devices, device_type="cuda")
         self._fork.__enter__()
-        torch.manual_seed(self.seed)
+        torch.default_generator.manual_seed(self.seed)
+        if cuda_devices:
+            torch.cuda.manual_seed_all(self.seed)
         return self
 
     def __exit__(self, *exc):

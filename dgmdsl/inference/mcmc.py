@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ..runtime.batches import widen
 from .base import Engine
 
 __all__ = ["NUTS", "HMC", "posterior_summary"]
@@ -61,7 +62,7 @@ class _MCMCEngine(Engine):
         if resume_state is not None:
             self.load_state_dict(resume_state["trainable"])
             return {"chains": next(iter(self.samples.values())).shape[0], "resumed": True}
-        batch = {k: v.to(device) for k, v in data.items()}
+        batch = widen({k: v.to(device) for k, v in data.items()})  # all the data is MCMC's one batch
         warmup, draws, chains = self._counts()
         per_chain = []
         for c in range(chains):

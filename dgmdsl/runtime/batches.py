@@ -8,9 +8,12 @@ import torch
 
 from dgmdsl.runtime.errors import RuntimeUserError
 
-__all__ = ["EpochBatches", "epoch_permutation", "shard_indices"]
+__all__ = ["EpochBatches", "epoch_permutation", "shard_indices", "widen"]
 
 _SEED_STRIDE = 100003
+# Dtypes a data set may be held in to save memory (binarized MNIST: uint8, 1 byte a
+# pixel); the families read discrete data as int64, as validated data comes.
+_COMPACT_DTYPES = (torch.uint8, torch.bool)
 
 
 def epoch_permutation(n_rows: int, seed: int, epoch: int) -> torch.Tensor:
@@ -72,13 +75,20 @@ class EpochBatches:
         index = order[start : start + self.batch_size]
         size = min(self.batch_size, self.rows_per_rank - start)
         if self._on_device:
-            return {name: rows.index_select(0, index) for name, rows in self._data.items()}, size
+            return widen({name: rows.index_select(0, index) for name, rows in self._data.items()}), size
         # The gathered batch is not pinned, so this copy is effectively synchronous;
-        # only data sets too large for the GPU take this path.
-        return {
+        # only data sets too large for the GPU take this path. It is widened after the
+        # copy, so that the compact dtype is what crosses to the device.
+        return widen({
             name: rows.index_select(0, index).to(self._device, non_blocking=True)
             for name, rows in self._data.items()
-        }, size
+        }), size
+
+
+def widen(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``batch`` with compactly held columns (uint8, bool) as int64, the dtype of
+    validated discrete data. Apply it to a batch, never to a whole data set."""
+    return {name: rows.long() if rows.dtype in _COMPACT_DTYPES else rows for name, rows in batch.items()}
 
 
 def _common_length(data: Mapping[str, torch.Tensor]) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .batches import widen
 from .datasets import DataSource, load_split, parse_data_option
 from .errors import RuntimeUserError
 
@@ -50,8 +51,8 @@ class FittedRun:
         if not cov:
             return {}
         arrays = self.load(split, data)
-        out = {v.name: torch.from_numpy(arrays[v.name]).to(self.compiled.device) for v in cov}
-        return {k: v[:n] for k, v in out.items()} if n else out
+        rows = slice(n) if n else slice(None)
+        return widen({v.name: torch.from_numpy(arrays[v.name][rows]).to(self.compiled.device) for v in cov})
 
     def sample(self, n: int = 16, seed: int | None = 0, data=None) -> dict[str, np.ndarray]:
         cov = self.covariates(data=data, n=n)
@@ -82,7 +83,7 @@ class FittedRun:
         arrays = self.load(split, data)
         n_total = len(next(iter(arrays.values())))
         n = n_total if not limit else min(limit, n_total)
-        batch = {k: torch.from_numpy(v[:n]).to(self.compiled.device) for k, v in arrays.items()}
+        batch = widen({k: torch.from_numpy(v[:n]).to(self.compiled.device) for k, v in arrays.items()})
         self.compiled.eval()
         if hasattr(self.compiled, "evaluate"):
             metrics = self.compiled.evaluate(batch, batch_size=batch_size, draws=self._posterior_draws(), **options)

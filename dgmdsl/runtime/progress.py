@@ -14,9 +14,10 @@ __all__ = ["Progress", "format_duration"]
 class Progress:
     """Step/total, smoothed loss, samples/s and ETA, rate-limited to stay cheap.
 
-    On a terminal (and unless ``quiet``) this draws a tqdm bar on ``stream``;
-    otherwise it writes one summary line every ``log_every_s`` seconds.
-    ``enabled=False`` (e.g. on a non-zero distributed rank) shows nothing.
+    On a terminal this draws a tqdm bar on ``stream``; otherwise it writes one
+    summary line every ``log_every_s`` seconds. ``quiet`` (``dgm fit --quiet``,
+    ``fit(quiet=True)``) and ``enabled=False`` (e.g. on a non-zero distributed
+    rank) show nothing at all.
     """
 
     def __init__(
@@ -35,7 +36,7 @@ class Progress:
         self.total = total
         self.stream = stream if stream is not None else sys.stderr
         self.desc = desc
-        self.enabled = enabled
+        self.enabled = enabled and not quiet
         self._alpha = loss_smoothing
         self._initial = initial
         self._step = initial
@@ -45,7 +46,7 @@ class Progress:
         self._window_start = self._start
         self._window_samples = 0
         self._samples_per_s = 0.0
-        use_bar = enabled and not quiet and _is_terminal(self.stream)
+        use_bar = self.enabled and _is_terminal(self.stream)
         self._interval = refresh_s if use_bar else log_every_s
         self._next_emit = self._start + self._interval
         self._bar = (

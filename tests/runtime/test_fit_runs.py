@@ -41,6 +41,11 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_quiet_fit_prints_nothing(tmp_path, capfd):
+    dgmdsl.loads(MIX)["Mix"].fit(max_steps=5, out=tmp_path / "run", quiet=True, device="cpu")
+    assert capfd.readouterr() == ("", "")
+
+
 def test_checkpoint_round_trip_identical_log_likelihoods(tmp_path):
     run = dgmdsl.loads(MIX)["Mix"].fit(max_steps=20, out=tmp_path / "run", quiet=True, device="cpu")
     again = dgmdsl.open_run(tmp_path / "run", device="cpu")
@@ -108,6 +113,18 @@ def test_eval_on_canonical_amat_file(tmp_path):
     exact = -(rows * np.log(probs) + (1 - rows) * np.log(1 - probs)).sum(1).mean()
     reported = json.loads((tmp_path / "run" / "eval.json").read_text())["nll_nats"]
     assert reported == pytest.approx(exact, rel=1e-4)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "binarized_mnist_train_valid.npz").is_file(),
+                    reason="shared binarized MNIST copy not present")
+@pytest.mark.parametrize("name", ["markov_chain", "nade", "vae", "vqvae"])
+def test_families_fit_and_evaluate_on_mnist_held_as_bytes(name, tmp_path):
+    model = dgmdsl.load(ROOT / "specs" / f"{name}.dgm").models[0]
+    run = model.fit(data="binarized_mnist(n = 64)", max_steps=2, batch_size=32, out=tmp_path / "run",
+                    quiet=True, data_dir=SHARED_DATA, device="cpu")
+    assert run.load("train")["x"].dtype == np.uint8
+    metrics = run.evaluate(limit=16)
+    assert np.isfinite(metrics["bits_per_dim"]) and 0.1 < metrics["bits_per_dim"] < 2
 
 
 def test_sprinkler_query_cli_json():

@@ -101,6 +101,16 @@ def test_epoch_permutation_depends_only_on_seed_and_epoch():
     assert not torch.equal(first, epoch_permutation(50, seed=4, epoch=2))
 
 
+def test_compact_data_is_widened_batch_by_batch():
+    pixels = (torch.arange(N_ROWS * 6).reshape(N_ROWS, 6) % 3 == 0).to(torch.uint8)
+    batches = EpochBatches({"x": pixels, "row": torch.arange(N_ROWS)}, batch_size=BATCH, seed=7,
+                           drop_last=False, device=CPU)
+    batch, _ = batches.batch(batches.order(0), 0)
+    assert batch["x"].dtype == torch.int64  # as validated discrete data comes
+    assert torch.equal(batch["x"], pixels[batch["row"]].long())
+    assert batches._data["x"].dtype == torch.uint8  # the set itself stays compact
+
+
 def test_shard_indices_strides_and_balances_ranks():
     order = torch.tensor([9, 3, 7, 1, 0, 5, 2, 8, 6, 4])
     shards = [shard_indices(order, rank, 3) for rank in range(3)]
@@ -259,15 +269,34 @@ def test_metrics_lines_hold_interval_means(tmp_path):
     assert records[0]["time"] <= records[1]["time"] <= records[2]["time"]
 
 
-def test_quiet_progress_logs_summary_lines():
+def test_progress_off_a_terminal_logs_summary_lines():
     stream = io.StringIO()
-    progress = Progress(total=10, quiet=True, log_every_s=0.0, stream=stream)
+    progress = Progress(total=10, log_every_s=0.0, stream=stream)
     progress.update(5, 1.5, n_samples=32, extra={"kl": 0.25})
     progress.close()
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
     assert "step 5/10" in lines[0] and "loss=1.5" in lines[0] and "kl=0.25" in lines[0]
     assert "eta" in lines[0]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("stream_type", [io.StringIO, _Terminal])
+def test_quiet_progress_shows_nothing(stream_type):
+    stream = stream_type()
+    progress = Progress(total=10, quiet=True, log_every_s=0.0, refresh_s=0.0, stream=stream)
+    progress.update(5, 1.5, n_samples=32)
+    progress.close()
+    assert stream.getvalue() == ""
+
+
+def test_quiet_loop_prints_nothing(capfd):
+    run_loop(LinearTrainable(), _data(), _config(max_steps=10, quiet=True, log_every_s=0.0), None, device=CPU)
+    assert capfd.readouterr() == ("", "")
 
 
 # -- stop requests and devices -------------------------------------------------------

@@ -7,7 +7,9 @@ guide whose net reads the latent's observed Markov blanket; a discrete latent wi
 support and no guide is summed out (enumerated). The same closures serve three programs:
 `log_weights` (plain torch: importance weights for the reparameterized ELBO fast path
 and for IWAE evaluation), and `pyro_model` / `pyro_guide` (Pyro, for TraceEnum_ELBO and
-non-reparameterizable guides).
+non-reparameterizable guides). Flows as priors (`u ~ Normal(0, 1)`, `z = prior(u)`: the guide
+is written for z) and inside guides (`e ~ Normal(enc(x))`, `z = post(e)`) are handled by
+`latent_flows`.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ from .base import CompiledModel, seeded
 from .bayesnet import as_pyro
 from .distributions import compile_distribution
 from .expressions import ExprCompiler, build_net, one_hot_input
+from .flow import spec_error
+from .latent_flows import LatentFlows
 
 __all__ = ["LatentVariableModel", "ConstExprCompiler", "observed_blanket", "REPARAMETERIZED", "DEFAULT_EVAL_K"]
 
@@ -69,7 +73,10 @@ class LatentVariableModel(CompiledModel):
         _reject_unsupported(spec)
         self.params = nn.ParameterDict({p.name: nn.Parameter(0.5 * torch.randn(p.type.shape))
                                         for p in spec.params})
-        self.nets = nn.ModuleDict({n.name: build_net(n) for n in spec.nets.values() if n.kind == "net"})
+        # nets named only by flow layers (`net = s`) are built with the flows
+        statement_nets = [n.name for n in spec.nets.values() if n.kind == "net" and n.in_width is not None]
+        self.nets = nn.ModuleDict({name: build_net(spec.nets[name]) for name in statement_nets})
+        self.flows = LatentFlows(spec, set(statement_nets))
         self.pieces = nn.ModuleDict()
         self.auto_nets = nn.ModuleDict()
         comp = ConstExprCompiler(spec, self.params, self.nets, self.pieces)
@@ -79,14 +86,15 @@ class LatentVariableModel(CompiledModel):
             var = spec.vars[name]
             if isinstance(var.stmt, A.SampleStmt):
                 self.conditionals[name] = compile_distribution(comp, var, var.stmt.expr, name)
-            elif isinstance(var.stmt, A.AssignStmt):
+            elif isinstance(var.stmt, A.AssignStmt) and name not in self.flows.prior_outputs:
                 self.values[name] = comp.compile(var.stmt.expr, var.type.shape, name)
         self.enumerated = [v.name for v in spec.latents if v.type.discrete and v.guide_stmt is None]
         if math.prod(spec.vars[n].type.k for n in self.enumerated) > _MAX_ENUMERATION:
             raise NotImplementedError(f"summing out {', '.join(self.enumerated)} needs more than "
                                       f"{_MAX_ENUMERATION} joint values; write a guide for some of them")
-        self.guide_order = _guide_order(spec, self.enumerated)
-        self.guide = {name: self._guide_dist(comp, spec.vars[name]) for name in self.guide_order}
+        self.guide_order = _guide_order(spec, self.enumerated, self.flows)
+        self.guide = {name: self._guide_dist(comp, spec.vars[name]) for name in self.guide_order
+                      if name not in self.flows.pushed}
         self.reparameterized = all(_dist_name(spec.vars[n]) in REPARAMETERIZED for n in self.guide_order)
         self._width = _widest(spec)
 
@@ -128,11 +136,15 @@ class LatentVariableModel(CompiledModel):
         lead = (particles, n) if particles > 1 else (n,)
         log_q = 0.0
         for name in self.guide_order:
+            if name in self.flows.pushed:
+                continue  # written when its guide flow's base was drawn
             q = self.guide[name](env)
             shape = lead[: len(lead) - len(q.batch_shape)]
             z = q.rsample(shape) if q.has_rsample else q.sample(shape)
             log_q = log_q + q.log_prob(z)
             env[name] = z
+            if name in self.flows.posteriors:  # log q(z) = log q(e) - log|det dz/de|
+                log_q = log_q - self.flows.push(self.flows.posteriors[name], env)
         log_p, log_lik = self._log_joint(env, len(lead))
         log_w = torch.broadcast_to(log_p - log_q, (particles, n))
         return log_w, None if log_lik is None else torch.broadcast_to(log_lik, (particles, n))
@@ -142,6 +154,8 @@ class LatentVariableModel(CompiledModel):
             env = {**env, **self._enumeration_grid(next(iter(env.values())).device, lead_dims)}
         log_lik, log_prior = 0.0, 0.0
         for name in self.order:
+            if name in self.flows.priors:  # log p(z) = log p(u) + log|det du/dz|, u = prior^-1(z)
+                log_prior = log_prior + self.flows.invert(self.flows.priors[name], env)
             if name in self.values:
                 env[name] = self.values[name](env)
             elif name in self.conditionals:
@@ -172,7 +186,12 @@ class LatentVariableModel(CompiledModel):
         env = self.inputs(batch)
         with pyro.plate("data", len(next(iter(batch.values())))):
             for name in self.order:
-                if name in self.values:
+                if name in self.flows.priors:  # the site is the chain's end; its base is recovered
+                    chain = self.flows.priors[name]
+                    z = self.flows.distribution(chain, self.conditionals[name](env))
+                    env[chain.end] = pyro.sample(chain.end, z)
+                    self.flows.recover(chain, z, env[chain.end], env)
+                elif name in self.values:
                     env[name] = self.values[name](env)
                 elif name in self.conditionals:
                     observed = self.spec.vars[name].kind == "data"
@@ -189,7 +208,13 @@ class LatentVariableModel(CompiledModel):
         env = self.inputs(batch)
         with pyro.plate("data", len(next(iter(batch.values())))):
             for name in self.guide_order:
-                env[name] = pyro.sample(name, as_pyro(self.guide[name](env)))
+                if name in self.flows.posteriors:  # the site is the chain's end, as in the model
+                    chain = self.flows.posteriors[name]
+                    z = self.flows.distribution(chain, self.guide[name](env))
+                    env[chain.end] = pyro.sample(chain.end, z)
+                    self.flows.recover(chain, z, env[chain.end], env)
+                elif name not in self.flows.pushed:
+                    env[name] = pyro.sample(name, as_pyro(self.guide[name](env)))
         return env
 
     # ---- evaluation and sampling -----------------------------------------------------------
@@ -241,6 +266,8 @@ class LatentVariableModel(CompiledModel):
                     dist = self.conditionals[name](env)
                     value = dist.sample((n,) if len(dist.batch_shape) == 0 else ())
                     env[name] = value.long() if self.spec.vars[name].type.discrete else value
+                    if name in self.flows.priors:
+                        self.flows.push(self.flows.priors[name], env)
         return {k: v for k, v in env.items() if self.spec.vars[k].kind != "param"}
 
 
@@ -250,22 +277,25 @@ def _reject_unsupported(spec: CheckedModel) -> None:
         if p.stmt is not None:
             raise NotImplementedError(f"param {p.name} has a prior: SVI here point-estimates params; "
                                       "drop the prior or fit a model without continuous latents by NUTS")
-    for v in spec.latents:
+    for v in spec.data_vars:
         if isinstance(v.stmt, A.AssignStmt) and A.call_name(v.stmt.expr) in spec.flows:
-            # Hook for the flow backend: give `v` the density of the flow's pushforward of its
-            # base (log p(z) = log p_u(f^-1(z)) + log|det df^-1/dz|) and drop the base from the joint.
-            raise NotImplementedError(f"{v.name} = {A.call_name(v.stmt.expr)}(...): a flow as a prior needs "
-                                      "the flow backend's layers (not available in this version)")
-        if isinstance(v.guide_stmt, A.AssignStmt):
+            raise spec_error(spec, v.stmt.span, f"{v.name} = {A.call_name(v.stmt.expr)}(...): data defined by a "
+                             "flow in a model with continuous latents to infer is not supported",
+                             "a flow may be a latent's prior (z = prior(u)) or part of the guide")
+    for v in spec.latents:
+        if isinstance(v.guide_stmt, A.AssignStmt) and A.call_name(v.guide_stmt.expr) not in spec.flows:
             raise NotImplementedError(f"the guide defines {v.name} deterministically; SVI needs a distribution")
         if v.type.discrete and v.guide_stmt is None and (v.type.base == "count" or v.type.shape):
             raise NotImplementedError(f"{v.name} : {v.type} has no guide and cannot be enumerated here "
                                       "(only scalar finite discrete latents are summed out); write a guide for it")
 
 
-def _guide_order(spec: CheckedModel, enumerated: list[str]) -> list[str]:
-    """Guided latents (written or automatic), each after the latents its guide reads."""
-    guided = [v.name for v in spec.latents if v.name not in enumerated and not isinstance(v.stmt, A.AssignStmt)]
+def _guide_order(spec: CheckedModel, enumerated: list[str], flows: LatentFlows) -> list[str]:
+    """Guided latents (written or automatic), each after the latents its guide reads: the
+    stochastic ones, the ends of flow priors (not their bases, which are recovered), and
+    the latents of the guide alone (bases of guide flows)."""
+    guided = [v.name for v in spec.latents if v.name not in enumerated and v.name not in flows.recovered
+              and (v.name in flows.prior_ends or not isinstance(v.stmt, A.AssignStmt))]
     deps = {n: [p for p in spec.vars[n].guide_parents if p in guided] for n in guided}
     return list(TopologicalSorter(deps).static_order())
 

@@ -6,7 +6,7 @@ from . import errors as E
 from .checked import CheckedModel, CheckedProgram
 from .checks.context import Context
 from .checks.dag import check_acyclic
-from .checks.flows import check_flows
+from .checks.flows import check_flow_latents, check_flows
 from .checks.guides import check_guides
 from .checks.options import check_blocks
 from .checks.sde import check_sdes
@@ -64,6 +64,7 @@ def check_model(model: A.Model, source: Source, model_names: set[str]) -> tuple[
     check_sdes(ctx)
     check_statements(ctx)
     check_guides(ctx)
+    check_flow_latents(ctx)
     _check_critics(ctx)
     _check_implicit_without_critic(ctx)
     check_acyclic(ctx)

@@ -67,11 +67,12 @@ def _nearest_guide(var: VarInfo) -> bool:
 
 
 def _continuous_latent(ctx: Context, var: VarInfo) -> bool:
-    """A continuous latent needing inference; a flow's base (u in z = prior(u)) does not,
-    but a latent defined by a flow prior with a guide of its own does (§5.4)."""
-    if var.kind != "latent" or var.type.discrete or _is_flow_base(ctx, var):
+    """A continuous latent needing inference. A flow's base (u in z = prior(u)) does not: it
+    is recovered by inverting the flow; the latent a flow prior defines does, guided or not
+    (§5.4). A latent defined only in the guide (a guide flow's base) is not part of p."""
+    if var.kind != "latent" or var.type.discrete or var.stmt is None:
         return False
-    return var.construct != "flow" or var.guide_stmt is not None
+    return not _is_flow_base(ctx, var)
 
 
 def _auto(ctx: Context, family: str) -> tuple[str, str, list[str]]:

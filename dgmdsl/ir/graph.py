@@ -89,7 +89,7 @@ def build_graph(model: CheckedModel) -> nx.DiGraph:
         if var.guide_stmt is not None:
             for parent in var.guide_parents:
                 _add_edge(graph, parent, var.name, "guide")
-            for net in _nets_used(var.guide_stmt.expr, model.nets):
+            for net in _nets_used(var.guide_stmt.expr, set(model.nets) | set(model.flows)):
                 _add_edge(graph, net, var.name, "net")
     for net in model.nets.values():
         if net.kind == "critic":

@@ -36,6 +36,8 @@ EXPECTED = {
     "net_width_mismatch": (8, 16, ["shape mismatch", "'dec'", "[3]", "[2]"]),
     "too_deep": (3, 47, ["nested more than"]),
     "infinite_number": (4, 20, ["finite"]),
+    "flow_prior_base_guided": (12, 9, ["u is the base of flow prior 'prior'", "the guide is written for z"]),
+    "guide_flow_base_in_model": (13, 18, ["base of guide flow 'post'", "e is defined in the model"]),
 }
 
 

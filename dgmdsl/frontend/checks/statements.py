@@ -148,9 +148,10 @@ def _check_assign(ctx: Context, var: VarInfo, expr) -> set[str]:
     return val.parents
 
 
-def _check_flow_application(ctx: Context, var: VarInfo, expr: A.Call) -> set[str]:
+def _check_flow_application(ctx: Context, var: VarInfo, expr: A.Call, in_guide: bool = False) -> set[str]:
     flow = ctx.flows[expr.func.id]
-    var.construct = "flow"
+    if not in_guide:
+        var.construct = "flow"
     if len(expr.args) != 1 or expr.args[0].name is not None or not isinstance(expr.args[0].value, A.Name):
         ctx.error(E.bad_argument(expr.span, f"a flow takes one variable: {var.name} = {flow.name}(z)"))
         return set()
@@ -170,11 +171,15 @@ def _check_flow_application(ctx: Context, var: VarInfo, expr: A.Call) -> set[str
 
 
 def check_guide_statement(ctx: Context, stmt, var: VarInfo) -> set[str]:
-    """A guide statement: `z ~ Dist(...)`, `z = E(x)` (an encoder) or `k = nearest(e, codebook)`."""
+    """A guide statement: `z ~ Dist(...)`, `z = E(x)` (an encoder), `k = nearest(e, codebook)` or
+    `z = post(e)` with `post` a flow."""
     expr = stmt.expr
     if isinstance(stmt, A.AssignStmt):
         if isinstance(expr, A.Call) and isinstance(expr.func, A.Name) and expr.func.id == "nearest":
             return _check_nearest(ctx, var, expr)
+        if isinstance(expr, A.Call) and isinstance(expr.func, A.Name) and expr.func.id in ctx.flows:
+            # a flow posterior `z = post(e)`: q(z) by change of variables (checks.flows.check_flow_latents)
+            return _check_flow_application(ctx, var, expr, in_guide=True)
         if _is_net_call(ctx, expr):
             val = analyze(ctx, expr)
             record_net_output(ctx, expr.func.id, var.type.size, expr.span)

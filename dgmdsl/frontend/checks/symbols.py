@@ -8,7 +8,7 @@ from ..checked import FlowInfo, NetInfo, SdeInfo, TypeInfo, VarInfo
 from ..values import to_value
 from .context import Context
 
-__all__ = ["check_declarations", "check_definitions", "check_type"]
+__all__ = ["check_declarations", "check_definitions", "check_type", "guide_flow_bases"]
 
 MAX_SIZE = 2 ** 40  # a declared size past this is a user error (and is never allocated)
 
@@ -100,6 +100,19 @@ def check_definitions(ctx: Context) -> None:
             ctx.error(E.defined_twice(stmt.target_span, stmt.target, var.stmt.target_span))
             continue
         var.stmt = stmt
+    guide_only = guide_flow_bases(ctx)
     for var in ctx.vars.values():
-        if var.kind == "latent" and var.stmt is None:
+        if var.kind == "latent" and var.stmt is None and var.name not in guide_only:
             ctx.error(E.latent_undefined(var.span, var.name))
+
+
+def guide_flow_bases(ctx: Context) -> set[str]:
+    """Names `e` of guide statements `z = post(e)`, `post` a flow: such a latent may be defined
+    in the guide alone (an auxiliary variable of q; checks.flows.check_flow_latents)."""
+    bases = set()
+    for stmt in ctx.guide_statements():
+        expr = stmt.expr
+        if isinstance(stmt, A.AssignStmt) and isinstance(expr, A.Call) and A.call_name(expr) in ctx.flows \
+                and len(expr.args) == 1 and isinstance(expr.args[0].value, A.Name):
+            bases.add(expr.args[0].value.id)
+    return bases

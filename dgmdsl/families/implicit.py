@@ -36,7 +36,9 @@ EVAL_SEED = 0
 # run trained on other data than its spec names is not scored against the wrong modes.
 MODE_FIT_FRACTION = 0.9
 
-Draw = Callable[[dict, int], torch.Tensor]
+# (env, n, share) -> n draws; share = (rank, world size), see ImplicitModel.generate
+Draw = Callable[[dict, int, tuple[int, int]], torch.Tensor]
+ONE_PROCESS = (0, 1)
 
 
 class ImplicitModel(CompiledModel):
@@ -86,15 +88,21 @@ class ImplicitModel(CompiledModel):
     def covariates(self, batch: dict) -> dict[str, torch.Tensor]:
         return {v.name: batch[v.name] for v in self.data_vars() if v.is_covariate}
 
-    def generate(self, n: int, covariates: dict | None = None, given: dict | None = None) -> dict:
+    def generate(self, n: int, covariates: dict | None = None, given: dict | None = None,
+                 share: tuple[int, int] = ONE_PROCESS) -> dict:
         """One pass through the model statements: latents from their priors (unless
-        `given`), then every deterministic statement (x = G(z))."""
+        `given`), then every deterministic statement (x = G(z)).
+
+        `share` = (rank, world size) under torch.distributed: the process draws the
+        latents of the global batch of n × world size rows and keeps rows rank,
+        rank + world size, ... (how the loop shards the data), so the processes together
+        draw what one process would, and their random streams stay in step."""
         env = {**(covariates or {}), **(given or {})}
         for name in self.order:
             if name in env:
                 continue
             if name in self.draws:
-                env[name] = self.draws[name](env, n)
+                env[name] = self.draws[name](env, n, share)
             elif name in self.values:
                 env[name] = self.values[name](env)
             else:
@@ -117,9 +125,10 @@ class ImplicitModel(CompiledModel):
         env = {**batch, **self.encode(batch)} if self.bidirectional else batch
         return self.critic_inputs(env)
 
-    def generator_side(self, n: int, covariates: dict | None = None) -> tuple[torch.Tensor, ...]:
+    def generator_side(self, n: int, covariates: dict | None = None,
+                       share: tuple[int, int] = ONE_PROCESS) -> tuple[torch.Tensor, ...]:
         """Critic inputs from the generator: (G(z)) or, for BiGAN, (G(z), z)."""
-        return self.critic_inputs(self.generate(n, covariates))
+        return self.critic_inputs(self.generate(n, covariates, share=share))
 
     def score(self, *inputs: torch.Tensor) -> torch.Tensor:
         """The critic's raw output per example, [B]."""
@@ -267,17 +276,25 @@ def _compile_draw(comp: ExprCompiler, var: VarInfo) -> Draw:
     if normal is not None:  # the usual prior: skip building a distribution every step
         loc, scale = normal
 
-        def standard(env: dict, n: int) -> torch.Tensor:
-            device = _env_device(env, comp)
-            z = torch.randn(n, *shape, device=device)
+        def standard(env: dict, n: int, share: tuple[int, int]) -> torch.Tensor:
+            rank, world_size = share
+            z = torch.randn(n * world_size, *shape, device=_env_device(env, comp))
+            z = z if world_size == 1 else z[rank::world_size]
             return z if (loc, scale) == (0.0, 1.0) else loc + scale * z
         return standard
     dist_of = compile_distribution(comp, var, var.stmt.expr, var.name)
 
-    def general(env: dict, n: int) -> torch.Tensor:
+    def general(env: dict, n: int, share: tuple[int, int]) -> torch.Tensor:
         dist = dist_of(env)
-        size = (n,) if len(dist.batch_shape) == 0 else ()
-        return dist.rsample(size) if dist.has_rsample else dist.sample(size)
+        draw = dist.rsample if dist.has_rsample else dist.sample
+        rank, world_size = share
+        if world_size == 1:
+            return draw((n,) if len(dist.batch_shape) == 0 else ())
+        if len(dist.batch_shape) == 0:
+            return draw((n * world_size,))[rank::world_size]
+        # shaped by this process's covariate rows: no global batch to draw from, so one
+        # draw per process, each keeping its own (independent, and the streams in step)
+        return draw((world_size,))[rank]
     return general
 
 

@@ -16,6 +16,13 @@ the fit block names none, each loss gets its paper's: Adam(1e-4, betas 0.5, 0.9)
 `wgan_gp` (Gulrajani et al. 2017), RMSprop(5e-5) for `wgan` (Arjovsky et al. 2017), and
 Adam(DEFAULT_LR, betas 0.5, 0.9) otherwise. The implicit family's default learning rate
 is None, meaning "not set": `--lr` or an optimizer's `lr` replaces the paper's step.
+
+Over torch.distributed (`--nproc`, torchrun) each player's loss runs as the forward of
+its own DistributedDataParallel wrapper, which registers that player's modules alone, so
+a backward averages exactly that player's gradients over the processes. Each process
+takes 1/W of every batch, as the loop shards it, and its rows of the global batch's
+noise and penalty weights (ImplicitModel.generate's `share`): W processes draw what one
+process draws for the same global batch, and their random streams stay in step.
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ import torch
 from ..numerics.adversarial import AdversarialLoss, clip_weights_, gradient_penalty, make_loss
 from ..runtime.errors import RuntimeUserError
 from ..runtime.loop import LoopConfig, run_loop
-from .base import Engine, TrainSettings, make_optimizer
+from .base import Engine, TrainSettings, make_optimizer, per_process_batch
 
 __all__ = ["Adversarial", "CriticDiverged", "CHECK_EVERY", "DEFAULT_LOSS", "DEFAULT_LR", "EXPLODING_CRITIC_LOSS",
            "PAPER_OPTIMIZERS", "default_optimizer", "loss_from_options"]
@@ -82,6 +89,20 @@ def _with_lr(spec: tuple[str, dict], lr: float | None) -> tuple[str, dict]:
     return (name, {**options, "lr": lr}) if lr is not None else spec
 
 
+class _PlayerLoss(torch.nn.Module):
+    """One player's loss as a module's forward, so DistributedDataParallel can wrap it.
+    Only that player's modules are registered: its wrapper synchronises that player's
+    gradients, never the other's, though the forward runs both."""
+
+    def __init__(self, modules: list[torch.nn.Module], loss) -> None:
+        super().__init__()
+        self.player = torch.nn.ModuleList(modules)
+        self._loss = loss
+
+    def forward(self, *inputs):
+        return self._loss(*inputs)
+
+
 class Adversarial(Engine):
     name = "adversarial"
 
@@ -98,6 +119,10 @@ class Adversarial(Engine):
         self.critic_params = model.critic_parameters()
         self.generator_optimizer = make_optimizer(self.generator_params, generator_spec)
         self.critic_optimizer = make_optimizer(self.critic_params, critic_spec)
+        self._share = (settings.rank, settings.world_size)  # of each global draw (ImplicitModel.generate)
+        # the players' losses; over several processes, their DistributedDataParallel wrappers (fit)
+        self._critic_objective = self._critic_loss
+        self._generator_objective = self._generator_loss
         self._peak: torch.Tensor | None = None  # largest |critic loss| since the last check
         self._step = 0
         self._run_dir = None
@@ -121,46 +146,65 @@ class Adversarial(Engine):
         for real in real_batches:
             critic_loss, real_out, fake_out, penalty = self._critic_update(real)
         generator_loss = self._generator_update(real_batches[-1])
-        self._watch(critic_loss, step)
         # the last critic update's outputs: what the critic certifies before the generator moves
         estimate = self.loss.estimate(real_out, fake_out)
         out = {"loss": generator_loss, "critic_loss": critic_loss, "estimate": estimate}
         if penalty is not None:
             out["penalty"] = penalty
+        out = self._reported(out)
+        self._watch(out["critic_loss"], step)  # the global value: every process stops alike
         return out
 
     def _critic_update(self, real: dict[str, torch.Tensor]):
         model = self.model
+        n = _rows(real)
         with torch.no_grad():
             real_in = model.data_side(real)
-            fake_in = model.generator_side(_rows(real), model.covariates(real))
-        real_out, fake_out = model.score(*real_in), model.score(*fake_in)
-        loss = self.loss.critic_loss(real_out, fake_out)
-        penalty = None
-        if self.penalty > 0:
-            penalty = gradient_penalty(model.score, real_in, fake_in)
-            loss = loss + self.penalty * penalty
+            fake_in = model.generator_side(n, model.covariates(real), share=self._share)
+        eps = self._penalty_weights(n, real_in[0])
+        loss, real_out, fake_out, penalty = self._critic_objective(real_in, fake_in, eps)
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._clip_grad(self.critic_params)
         self.critic_optimizer.step()
-        if self.clip is not None:
+        if self.clip is not None:  # parameters are equal on every process, so clipped alike
             clip_weights_(model.critic, self.clip)
         return loss.detach(), real_out.detach(), fake_out.detach(), None if penalty is None else penalty.detach()
 
-    def _generator_update(self, real: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _critic_loss(self, real_in: tuple, fake_in: tuple, eps: torch.Tensor | None):
+        """The critic's loss (penalty included), its outputs on both sides, and the penalty."""
         model = self.model
-        fake_out = model.score(*model.generator_side(_rows(real), model.covariates(real)))
-        if model.bidirectional:
-            loss = self._bigan_loss(model.score(*model.data_side(real)), fake_out)
-        else:
-            loss = self.loss.generator_loss(fake_out)
+        real_out, fake_out = model.score(*real_in), model.score(*fake_in)
+        loss = self.loss.critic_loss(real_out, fake_out)
+        penalty = None
+        if self.penalty > 0:
+            penalty = gradient_penalty(model.score, real_in, fake_in, eps=eps)
+            loss = loss + self.penalty * penalty
+        return loss, real_out, fake_out, penalty
+
+    def _penalty_weights(self, n: int, like: torch.Tensor) -> torch.Tensor | None:
+        """Over several processes, this rank's rows of the global batch's interpolation
+        weights (as for the noise); in one process None: gradient_penalty draws them."""
+        rank, world_size = self._share
+        if self.penalty <= 0 or world_size == 1:
+            return None
+        return torch.rand(n * world_size, device=like.device, dtype=like.dtype)[rank::world_size]
+
+    def _generator_update(self, real: dict[str, torch.Tensor]) -> torch.Tensor:
+        loss = self._generator_objective(real)
         self.generator_optimizer.zero_grad(set_to_none=True)
         # `inputs` restricts backward to the generator: no gradients for the critic's weights
         loss.backward(inputs=self.generator_params)
         self._clip_grad(self.generator_params)
         self.generator_optimizer.step()
         return loss.detach()
+
+    def _generator_loss(self, real: dict[str, torch.Tensor]) -> torch.Tensor:
+        model = self.model
+        fake_out = model.score(*model.generator_side(_rows(real), model.covariates(real), share=self._share))
+        if model.bidirectional:
+            return self._bigan_loss(model.score(*model.data_side(real)), fake_out)
+        return self.loss.generator_loss(fake_out)
 
     def _bigan_loss(self, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
         """Generator and encoder minimise the critic's loss with real and fake swapped
@@ -169,6 +213,28 @@ class Adversarial(Engine):
         if self.loss.name == "minimax":
             return -self.loss.critic_loss(real_out, fake_out)
         return self.loss.critic_loss(fake_out, real_out)
+
+    def _reported(self, metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The metrics to log: across processes, means over the global batch (one all-reduce)."""
+        if self.settings.world_size == 1:
+            return metrics
+        import torch.distributed as dist
+        values = torch.stack(list(metrics.values()))
+        dist.all_reduce(values)
+        return dict(zip(metrics, (values / self.settings.world_size).unbind()))
+
+    def _wrap_players(self, device: torch.device) -> None:
+        """Each player's loss in its own DistributedDataParallel wrapper: the critic's
+        registers the critic, the generator's everything else (generator nets, encoder,
+        params), so each backward averages its own player's gradients."""
+        from torch.nn.parallel import DistributedDataParallel
+        ids = [device.index] if device.type == "cuda" else None
+        model = self.model
+        generator = [module for name, module in model.named_children() if name != "critic"]
+        self._critic_objective = DistributedDataParallel(_PlayerLoss([model.critic], self._critic_loss),
+                                                         device_ids=ids)
+        self._generator_objective = DistributedDataParallel(_PlayerLoss(generator, self._generator_loss),
+                                                            device_ids=ids)
 
     def _clip_grad(self, params: list) -> None:
         if self.settings.grad_clip:
@@ -209,14 +275,17 @@ class Adversarial(Engine):
         s = self.settings
         _refuse_unsupported(s)
         rows = _rows(data)
-        if rows < self.critic_steps:
-            raise RuntimeUserError(f"{rows} training rows cannot feed {self.critic_steps} critic updates a step",
+        per_step = self.critic_steps * per_process_batch(s)  # this process's rows a step
+        if rows // s.world_size < self.critic_steps:
+            raise RuntimeUserError(f"{rows} training rows cannot feed {self.critic_steps} critic updates a step"
+                                   + (f" in each of {s.world_size} processes" if s.world_size > 1 else ""),
                                    hint="use more data or fewer critic_steps")
-        per_step = self.critic_steps * s.batch_size
         config = LoopConfig(epochs=s.epochs, max_steps=s.max_steps, batch_size=per_step, seed=s.seed,
                             quiet=s.quiet, checkpoint_every_s=s.checkpoint_every_s,
-                            metrics_every=s.metrics_every, drop_last=rows >= per_step,
-                            lr_schedule=s.lr_schedule)
+                            metrics_every=s.metrics_every, drop_last=rows >= per_step * s.world_size,
+                            rank=s.rank, world_size=s.world_size, lr_schedule=s.lr_schedule)
+        if s.world_size > 1:
+            self._wrap_players(device)
         self._run_dir = run_dir
         self.model.train()
         result = run_loop(self, data, config, run_dir, resume_state=resume_state, device=device)
@@ -231,9 +300,6 @@ class Adversarial(Engine):
 
 def _refuse_unsupported(s: TrainSettings) -> None:
     """Options the shared loop offers that this schedule does not implement."""
-    if s.world_size > 1:
-        raise RuntimeUserError("adversarial training runs in one process in this version",
-                               hint="run it without --nproc / torchrun")
     if s.precision != "fp32" or s.compile:
         raise RuntimeUserError("adversarial training runs in fp32 without torch.compile in this version",
                                hint="drop --precision / --compile")

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..runtime.loop import LoopConfig, run_loop
 
-__all__ = ["TrainSettings", "Engine", "GradientEngine", "make_optimizer"]
+__all__ = ["TrainSettings", "Engine", "GradientEngine", "make_optimizer", "per_process_batch"]
 
 
 @dataclass
@@ -48,6 +48,15 @@ def make_optimizer(params, spec: tuple[str, dict]) -> torch.optim.Optimizer:
     if name == "rmsprop":
         return torch.optim.RMSprop(params, **opts)
     raise ValueError(f"unknown optimizer {name!r}")
+
+
+def per_process_batch(s: TrainSettings) -> int:
+    """Each process's share of the batch: --batch-size is the global batch."""
+    if s.batch_size % s.world_size:
+        from ..runtime.errors import RuntimeUserError
+        raise RuntimeUserError(f"batch size {s.batch_size} does not split over {s.world_size} processes",
+                               hint="--batch-size is the global batch: make it a multiple of --nproc")
+    return s.batch_size // s.world_size
 
 
 class Engine:
@@ -166,11 +175,7 @@ class GradientEngine(Engine):
 
     def loop_config(self) -> LoopConfig:
         s = self.settings
-        if s.batch_size % s.world_size:
-            from ..runtime.errors import RuntimeUserError
-            raise RuntimeUserError(f"batch size {s.batch_size} does not split over {s.world_size} processes",
-                                   hint="--batch-size is the global batch: make it a multiple of --nproc")
-        return LoopConfig(epochs=s.epochs, max_steps=s.max_steps, batch_size=s.batch_size // s.world_size,
+        return LoopConfig(epochs=s.epochs, max_steps=s.max_steps, batch_size=per_process_batch(s),
                           seed=s.seed, quiet=s.quiet, checkpoint_every_s=s.checkpoint_every_s,
                           metrics_every=s.metrics_every, rank=s.rank, world_size=s.world_size,
                           lr_schedule=s.lr_schedule)

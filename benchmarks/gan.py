@@ -75,12 +75,14 @@ def quality(case: Case, quick: bool, eval_limit: int) -> None:
         report("implicit", case.spec, "modes covered / high-quality fraction",
                f"{metrics['modes_covered']}/{metrics['n_modes']}, {metrics['high_quality_fraction']:.3f}",
                case.target, steps=steps, fit_s=round(fit_s))
-    report("implicit", case.spec, "sample MMD^2 (unbiased, median bandwidth)", f"{metrics['mmd2']:.2e}",
-           f"near the noise floor {metrics['mmd2_noise_floor']:.2e}", steps=steps)
+    report("implicit", case.spec, "sample MMD^2 / noise floor (V-statistics, median bandwidth)",
+           round(metrics["mmd2_floor_ratio"], 2), "about 1 (<= 2)", mmd2=metrics["mmd2"],
+           mmd2_noise_floor=metrics["mmd2_noise_floor"], steps=steps)
 
 
 def _figures(m: dict) -> str:
-    parts = [f"MMD^2 {m['mmd2']:.2e} (noise floor {m['mmd2_noise_floor']:.2e}, {m['samples']} samples)"]
+    parts = [f"MMD^2 {m['mmd2']:.2e} (noise floor {m['mmd2_noise_floor']:.2e}, {m['samples']} samples; "
+             f"V-statistic ratio to the floor {m['mmd2_floor_ratio']:.2f})"]
     if "modes_covered" in m:
         parts.append(f"{m['modes_covered']}/{m['n_modes']} modes, {100 * m['high_quality_fraction']:.1f}% "
                      f"high quality (data: {100 * m['data_high_quality_fraction']:.1f}%)")

@@ -256,4 +256,4 @@ class EnergyModel(CompiledModel):
         # The floor compares n held-out points with the same reference, so sizes match.
         report = mmd_report(drawn, x[:half], x[half:half + n])
         return {"mmd2": report["mmd2"], "mmd2_noise_floor": report["noise_floor_mmd2"],
-                "mmd_bandwidth": report["bandwidth"], "mmd_samples": n, **info}
+                "mmd2_floor_ratio": report["floor_ratio"], "mmd_bandwidth": report["bandwidth"], "mmd_samples": n, **info}

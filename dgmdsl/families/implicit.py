@@ -164,7 +164,7 @@ class ImplicitModel(CompiledModel):
         metrics = {"mmd": math.sqrt(max(report["mmd2"], 0.0)),
                    "mmd_noise_floor": math.sqrt(max(report["noise_floor_mmd2"], 0.0)),
                    "mmd2": report["mmd2"], "mmd2_noise_floor": report["noise_floor_mmd2"],
-                   "mmd_bandwidth": report["bandwidth"], "samples": half}
+                   "mmd2_floor_ratio": report["floor_ratio"], "mmd_bandwidth": report["bandwidth"], "samples": half}
         metrics.update(self._mode_metrics(samples, batch, dataset or self._spec_dataset()))
         if self.bidirectional:
             metrics.update(self._reconstruction(batch, batch_size))

@@ -233,7 +233,7 @@ class ScoreBasedModel(CompiledModel):
         return {"mmd": math.sqrt(max(report["mmd2"], 0.0)),
                 "mmd_noise_floor": math.sqrt(max(report["noise_floor_mmd2"], 0.0)),
                 "mmd2": report["mmd2"], "mmd2_noise_floor": report["noise_floor_mmd2"],
-                "mmd_bandwidth": report["bandwidth"], "mmd_samples": count,
+                "mmd2_floor_ratio": report["floor_ratio"], "mmd_bandwidth": report["bandwidth"], "mmd_samples": count,
                 "sampler": self.describe_sampler() + (" (EMA weights)" if self.ema_net is not None else "")}
 
 

@@ -79,18 +79,25 @@ def mmd2_with_bandwidth(x: Tensor, y: Tensor, bandwidth: float | None = None,
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"x has {a.shape[1]} features but y has {b.shape[1]}")
     h = median_bandwidth(a, b) if bandwidth is None else float(bandwidth)
+    u_value, v_value = _both_statistics(a, b, h, chunk, need_unbiased=unbiased)
+    value = u_value if unbiased else v_value
+    return value.to(x.dtype if x.is_floating_point() else torch.float64), h
+
+
+def _both_statistics(a: Tensor, b: Tensor, h: float, chunk: int, need_unbiased: bool = True):
+    """(U-statistic, V-statistic) MMD² from one set of kernel sums."""
     m, n = a.shape[0], b.shape[0]
     k_xx = _kernel_sum(a, a, h, chunk)
     k_yy = _kernel_sum(b, b, h, chunk)
     k_xy = _kernel_sum(a, b, h, chunk)
-    if unbiased:
-        if min(m, n) < 2:
-            raise ValueError("the unbiased MMD needs at least two samples on each side")
-        # k(a, a) = 1 exactly, so the diagonal contributes m (resp. n).
-        value = (k_xx - m) / (m * (m - 1)) + (k_yy - n) / (n * (n - 1)) - 2.0 * k_xy / (m * n)
-    else:
-        value = k_xx / m**2 + k_yy / n**2 - 2.0 * k_xy / (m * n)
-    return value.to(x.dtype if x.is_floating_point() else torch.float64), h
+    biased = k_xx / m**2 + k_yy / n**2 - 2.0 * k_xy / (m * n)
+    if not need_unbiased:
+        return None, biased
+    if min(m, n) < 2:
+        raise ValueError("the unbiased MMD needs at least two samples on each side")
+    # k(a, a) = 1 exactly, so the diagonal contributes m (resp. n).
+    unbiased = (k_xx - m) / (m * (m - 1)) + (k_yy - n) / (n * (n - 1)) - 2.0 * k_xy / (m * n)
+    return unbiased, biased
 
 
 def mmd2(x: Tensor, y: Tensor, bandwidth: float | None = None, unbiased: bool = True,
@@ -106,11 +113,21 @@ def mmd_report(samples: Tensor, heldout_a: Tensor, heldout_b: Tensor,
     The second number is the noise floor: what a perfect model would score at
     these sample sizes. Both use one bandwidth, by default the median heuristic
     on the held-out data alone, so it does not move with the model being scored.
+    The unbiased estimates scatter around 0 for a perfect model (the floor may be
+    negative), so a ratio of them means nothing; the biased V-statistics are
+    positive, and their ratio `floor_ratio` (about 1 for a perfect model, whatever
+    the sample size) is the comparable figure ("within 2x the noise floor").
     """
     h = median_bandwidth(heldout_a, heldout_b) if bandwidth is None else float(bandwidth)
+    ref = _flat64(heldout_a)
+    model_u, model_v = _both_statistics(_flat64(samples.to(ref.device)), ref, h, DEFAULT_CHUNK)
+    floor_u, floor_v = _both_statistics(_flat64(heldout_b.to(ref.device)), ref, h, DEFAULT_CHUNK)
     return {
-        "mmd2": float(mmd2(samples, heldout_a, bandwidth=h)),
-        "noise_floor_mmd2": float(mmd2(heldout_b, heldout_a, bandwidth=h)),
+        "mmd2": float(model_u),
+        "noise_floor_mmd2": float(floor_u),
+        "mmd2_biased": float(model_v),
+        "noise_floor_mmd2_biased": float(floor_v),
+        "floor_ratio": float(model_v / floor_v),
         "bandwidth": h,
     }
 

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import dgmdsl  # noqa: E402
-from benchmarks.harness import ROOT, dgm_fit_command, machine, marginal_step_costs, print_speed, report  # noqa: E402
+from benchmarks.harness import ROOT, machine, report, speed_against_reference  # noqa: E402
 from dgmdsl.data import toy_entropy, toy_set  # noqa: E402
 from dgmdsl.inference.distill import Distill  # noqa: E402
 
@@ -113,14 +113,7 @@ def distillation(workdir: Path, max_steps: int | None, n_samples: int) -> None:
 
 def speed(n_steps: int, repeats: int, threads: int, batch_size: int = 128) -> None:
     reference = ROOT / "benchmarks" / "reference" / "flow_ref.py"
-    for name in ("realnvp", "maf"):
-        result = marginal_step_costs(
-            name,
-            lambda steps, name=name: dgm_fit_command(SPECS / f"{name}.dgm", steps, batch_size),
-            lambda steps, name=name: [sys.executable, str(reference), "--model", name, "--steps", str(steps),
-                                      "--batch-size", str(batch_size)],
-            n_steps, repeats=repeats, threads=threads)
-        print_speed(result, family="flow")
+    speed_against_reference("flow", ("realnvp", "maf"), SPECS, reference, n_steps, repeats, threads, batch_size)
 
 
 def main() -> None:

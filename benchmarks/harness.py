@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["ROOT", "SpeedResult", "machine", "time_process", "marginal_step_costs", "dgm_fit_command",
-           "print_speed", "report"]
+           "print_speed", "report", "speed_against_reference"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,3 +98,16 @@ def print_speed(result: SpeedResult, family: str | None = None) -> None:
         report(family, result.name, "speed ratio (dgm / hand-written, marginal step)", round(result.ratio, 3),
                "<= 1.05", dgm_ms=round(1e3 * result.dgm_step_s, 3), ref_ms=round(1e3 * result.ref_step_s, 3),
                dgm_startup_s=round(result.dgm_startup_s, 2))
+
+
+def speed_against_reference(family: str, names: tuple[str, ...], specs: Path, reference: Path, n_steps: int,
+                            repeats: int, threads: int, batch_size: int) -> None:
+    """For each name: `dgm fit specs/<name>.dgm` against `reference --model <name>`, printed and reported."""
+    for name in names:
+        result = marginal_step_costs(
+            name,
+            lambda steps, name=name: dgm_fit_command(specs / f"{name}.dgm", steps, batch_size),
+            lambda steps, name=name: [sys.executable, str(reference), "--model", name, "--steps", str(steps),
+                                      "--batch-size", str(batch_size)],
+            n_steps, repeats=repeats, threads=threads)
+        print_speed(result, family=family)

@@ -41,12 +41,8 @@ def euler_maruyama(score_fn: ScoreFn, kernel: GaussianKernel, shape: tuple[int, 
                    device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> torch.Tensor:
     """Integrate the reverse SDE from the prior at t = 1 to t = eps; the last step adds no noise."""
-    x = kernel.prior_sample(shape, generator=generator, device=device, dtype=dtype)
-    grid = _time_grid(steps, eps, x.device, x.dtype).tolist()
-    mean = x
-    for t, t_next in zip(grid[:-1], grid[1:]):
-        x, mean = _reverse_step(score_fn, kernel, x, t, t - t_next, generator)
-    return mean  # the noise-free last step denoises
+    return predictor_corrector(score_fn, kernel, shape, steps, corrector_steps=0, generator=generator, eps=eps,
+                               device=device, dtype=dtype)
 
 
 def langevin_corrector(score_fn: ScoreFn, kernel: GaussianKernel, x: torch.Tensor, t: float,
@@ -76,11 +72,15 @@ def predictor_corrector(score_fn: ScoreFn, kernel: GaussianKernel, shape: tuple[
                         generator: torch.Generator | None = None, eps: float = 1e-3,
                         device: torch.device | str | None = None,
                         dtype: torch.dtype | None = None) -> torch.Tensor:
-    """PC sampling: at each time, `corrector_steps` Langevin steps, then one reverse EM step."""
+    """PC sampling: at each time, `corrector_steps` Langevin steps, then one reverse EM step.
+
+    With no corrector steps this is Euler–Maruyama; the last step adds no noise either way.
+    """
     x = kernel.prior_sample(shape, generator=generator, device=device, dtype=dtype)
     grid = _time_grid(steps, eps, x.device, x.dtype).tolist()
     mean = x
     for t, t_next in zip(grid[:-1], grid[1:]):
-        x = langevin_corrector(score_fn, kernel, x, t, t - t_next, snr, corrector_steps, generator)
+        if corrector_steps:
+            x = langevin_corrector(score_fn, kernel, x, t, t - t_next, snr, corrector_steps, generator)
         x, mean = _reverse_step(score_fn, kernel, x, t, t - t_next, generator)
-    return mean
+    return mean  # the noise-free last step denoises

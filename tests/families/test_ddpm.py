@@ -27,14 +27,6 @@ def spec(ddpm: str = "T = 200, beta = linear(1e-4, 0.05)", sample: str = "ancest
 }}"""
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_schedules_come_from_the_spec():
     linear = dgmdsl.loads(spec("T = 50, beta = linear(1e-3, 0.2)"))["D"].compile().schedule
     torch.testing.assert_close(linear.betas, torch.linspace(1e-3, 0.2, 50, dtype=torch.float64))

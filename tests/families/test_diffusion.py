@@ -52,14 +52,6 @@ def compiled(sde_text: str, sde: str, **kwargs):
     return dgmdsl.loads(spec(sde_text, sde, **kwargs))["G"].compile()
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 TIMES = torch.tensor([1e-4, 0.01, 0.1, 0.3, 0.5, 0.8, 1.0], dtype=torch.float64)
 VP_LOG_M = -0.25 * TIMES**2 * 19.9 - 0.05 * TIMES
 

@@ -26,14 +26,6 @@ MEAN = torch.tensor([0.5, -0.3])
 COV = torch.tensor([[1.0, 0.3], [0.3, 0.5]])
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 class Quadratic(nn.Module):
     """E(x) = 1/2 (x - m)^T L L^T (x - m), returned as [B, 1] like a net; starts at N(0, I)."""
 

@@ -18,14 +18,6 @@ from dgmdsl.nn.flows.linear import Permutation, random_order
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def flow_spec(layers: str, dim: int = 2, extra: str = "", base: str = "Normal(0, 1)") -> str:
     return f"""model M {{
     data   x : real[{dim}]

@@ -26,14 +26,6 @@ model LinGauss {
 """
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def compiled(text: str):
     torch.manual_seed(0)
     model = dgmdsl.loads(text).models[0]

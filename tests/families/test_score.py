@@ -26,14 +26,6 @@ def spec(sigmas: str = ", sigmas = geometric(5, 0.01, 8)", sample: str = "anneal
 }}"""
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_noise_levels_come_from_the_spec():
     model = dgmdsl.loads(spec())["N"].compile()
     torch.testing.assert_close(model.sigmas, torch.tensor([5 * (0.002 ** (i / 7)) for i in range(8)]))

@@ -26,14 +26,6 @@ model TinyVQ {
 """
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def make(codebook="ema(decay = 0.5)"):
     torch.manual_seed(0)
     model = dgmdsl.loads(SPEC.replace("CODEBOOK", codebook)).models[0].compile()

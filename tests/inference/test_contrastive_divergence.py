@@ -3,20 +3,11 @@ recovers the data's moments (up to the short chains' bias), the replay buffer is
 that a checkpoint holds, and a resumed run continues bit for bit."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 import dgmdsl
 from dgmdsl.inference.contrastive_divergence import ContrastiveDivergence
 from tests.families.test_energy import gaussian_data, learned_moments, quadratic_net, spec, write_data  # noqa: F401
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def cd_model(method: str, batch: int = 200, lr: float = 0.02):

@@ -42,14 +42,6 @@ STUDENT = """model Student {{
 """
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def teacher_root(tmp_path_factory):
     """A directory holding `runs/teacher`: a MAF fitted to a correlated, shifted 3-D Gaussian."""

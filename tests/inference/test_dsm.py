@@ -28,14 +28,6 @@ ENERGY_MODEL = """model E {
 }"""
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def engine_for(text: str, name: str, **settings) -> DenoisingScoreMatching:
     model = dgmdsl.loads(text)[name]
     options = {k: getattr(v, "name", v) for k, v in model.checked.method.options.items()}

@@ -14,14 +14,6 @@ from tests.families.test_energy import (gaussian_data, gaussian_log_z, learned_m
 FLOW = "flow f {\n repeat 2 {\n affine_coupling(mask = alternate, net = MLP(hidden = [16]))\n permute(reverse)\n }\n}"
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def fit(tmp_path, method: str, data, steps: int, batch: int, lr: float, extra: str = ""):
     text = spec(f"method = {method}, optimizer = adam(lr = {lr}), batch_size = {batch}",
                 "langevin(steps = 5, step_size = 0.01)", extra=extra)

@@ -3,20 +3,11 @@ with a quadratic energy both recover the data's mean and precision (the closed-f
 for exact_sm on the full batch, exactly the sample moments)."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 import dgmdsl
 from dgmdsl.inference.score_matching import ExactScoreMatching, SlicedScoreMatching
 from tests.families.test_energy import gaussian_data, learned_moments, quadratic_net, spec, write_data  # noqa: F401
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def fit(tmp_path, method: str, data: torch.Tensor, steps: int, batch: int, lr: float):

@@ -43,14 +43,6 @@ model Mixed {
 """
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def engine_for(text: str, **options) -> SVI:
     torch.manual_seed(0)
     model = dgmdsl.loads(text).models[0].compile()

@@ -12,15 +12,6 @@ from torch import nn
 from dgmdsl.nn.flows import ActNorm, FlowDensity, LayerSpec, RepeatSpec, build_flow, dequantize
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    # Tensors here are tiny: extra intra-op threads only add contention on shared cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_net(net_option, in_features: int, out_features: int) -> nn.Module:
     net = nn.Sequential(nn.Linear(in_features, 32), nn.Tanh(), nn.Linear(32, out_features))
     with torch.no_grad():  # small but non-zero: a non-trivial map that keeps its mass on the grid

@@ -11,15 +11,6 @@ from dgmdsl.nn.flows import LAYER_BUILDERS, FlowStack, LayerSpec, MaskedCoupling
 from dgmdsl.nn.flows.linear import random_order
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    # Tensors here are tiny: extra intra-op threads only add contention on shared cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 DIM = 4
 
 

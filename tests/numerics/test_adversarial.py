@@ -16,18 +16,10 @@ from dgmdsl.numerics.adversarial import (
     make_loss,
 )
 from dgmdsl.numerics.fgan import analytic_f_divergence_gaussians
+from tests.numerics.helpers import train_critic
 
 DATA = torch.distributions.Normal(0.0, 1.0)
 MODEL = torch.distributions.Normal(1.0, 1.5)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks: thread hand-offs cost more than they save, badly so on a loaded machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _randn64(gen: torch.Generator, *shape: int) -> torch.Tensor:
@@ -120,27 +112,8 @@ def test_estimates_at_optimal_critics_equal_their_divergences():
     assert ls.estimate(torch.sigmoid(0.5 * lr_real), torch.sigmoid(0.5 * lr_fake)).item() < delta - 0.01
 
 
-def _train_critic(loss_name: str, real_dist, fake_dist, steps: int, penalty: float = 0.0,
-                  lr: float = 1e-2) -> MLP:
-    torch.manual_seed(3)
-    critic = MLP(1, 1, hidden=(64, 64), act="tanh")
-    loss = make_loss(loss_name)
-    opt = torch.optim.Adam(critic.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    for _ in range(steps):
-        real, fake = real_dist.sample((1024, 1)), fake_dist.sample((1024, 1))
-        objective = loss.critic_loss(critic(real), critic(fake))
-        if penalty:
-            objective = objective + penalty * gradient_penalty(critic, real, fake)
-        opt.zero_grad()
-        objective.backward()
-        opt.step()
-        schedule.step()
-    return critic
-
-
 def test_minimax_critic_approaches_optimal_discriminator():
-    critic = _train_critic("minimax", DATA, MODEL, steps=500)
+    critic = train_critic(make_loss("minimax"), DATA, MODEL, steps=500, seed=3)
     grid = torch.linspace(-2.0, 2.5, 46).unsqueeze(1)
     with torch.no_grad():
         d_learned = torch.sigmoid(critic(grid)).squeeze(1)
@@ -154,7 +127,7 @@ def test_minimax_critic_approaches_optimal_discriminator():
 
 def test_wgan_gp_critic_estimates_wasserstein_distance():
     real_dist, fake_dist = torch.distributions.Normal(0.0, 1.0), torch.distributions.Normal(2.0, 1.0)
-    critic = _train_critic("wgan_gp", real_dist, fake_dist, steps=400, penalty=10.0, lr=3e-3)
+    critic = train_critic(make_loss("wgan_gp"), real_dist, fake_dist, steps=400, seed=3, penalty=10.0, lr=3e-3)
     with torch.no_grad():
         real, fake = real_dist.sample((100_000, 1)), fake_dist.sample((100_000, 1))
         estimate = LOSSES["wgan_gp"].estimate(critic(real), critic(fake)).item()

@@ -6,42 +6,12 @@ import math
 import pytest
 import torch
 from torch import nn
-from torch.distributions import Independent, MultivariateNormal, Normal
+from torch.distributions import Independent, Normal
 
 from dgmdsl.numerics.contrastive import fce_loss, nce_loss
+from tests.numerics.helpers import COV_STAR, MU_STAR, QuadraticEnergy, gaussian_data
 
-MU_STAR = torch.tensor([0.5, -1.0])
-COV_STAR = torch.tensor([[1.0, 0.6], [0.6, 2.0]])
 TRUE_LOG_Z = math.log(2 * math.pi) + 0.5 * math.log(float(torch.det(COV_STAR)))  # d = 2
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    # Tiny tensors: intra-op threads only add synchronisation cost on a busy machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-class QuadraticEnergy(nn.Module):
-    """E(x) = 1/2 (x - mu)^T L L^T (x - mu), L lower triangular with a positive diagonal."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.mu = nn.Parameter(torch.zeros(dim))
-        self.lower = nn.Parameter(torch.zeros(dim, dim))
-
-    def cholesky(self) -> torch.Tensor:
-        return torch.tril(self.lower, -1) + torch.diag(self.lower.diagonal().exp())
-
-    def log_z(self) -> float:
-        """Exact log of the integral of exp(-E): (d/2) log 2pi - log det L."""
-        dim = self.mu.numel()
-        return 0.5 * dim * math.log(2 * math.pi) - self.lower.diagonal().sum().item()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * ((x - self.mu) @ self.cholesky()).pow(2).sum(1)
 
 
 class AffineFlow(nn.Module):
@@ -59,11 +29,6 @@ class AffineFlow(nn.Module):
         z = (x - self.shift) * torch.exp(-self.log_scale)
         log_base = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(1)
         return log_base - self.log_scale.sum()  # minus log |det dx/dz|
-
-
-def gaussian_data(n: int, seed: int) -> torch.Tensor:
-    torch.manual_seed(seed)
-    return MultivariateNormal(MU_STAR, COV_STAR).sample((n,))
 
 
 def test_nce_recovers_log_z():

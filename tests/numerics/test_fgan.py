@@ -6,20 +6,11 @@ import math
 import pytest
 import torch
 
-from dgmdsl.nn.mlp import MLP
 from dgmdsl.numerics.adversarial import f_gan_loss, make_loss
 from dgmdsl.numerics.fgan import DIVERGENCES, analytic_f_divergence_gaussians, f_gan_bound
+from tests.numerics.helpers import train_critic
 
 NAMES = sorted(DIVERGENCES)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks: thread hand-offs cost more than they save, badly so on a loaded machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _f_prime(name: str, u: torch.Tensor) -> torch.Tensor:
@@ -101,19 +92,9 @@ def test_optimal_critic_attains_the_divergence(name):
 
 
 def _train_critic_on_bound(divergence: str, steps: int = 600) -> float:
-    torch.manual_seed(1)
     p, q = torch.distributions.Normal(0.0, 1.0), torch.distributions.Normal(1.0, 1.5)
-    critic = MLP(1, 1, hidden=(64, 64), act="tanh")
     loss = make_loss("f_gan", divergence=divergence)
-    opt = torch.optim.Adam(critic.parameters(), lr=1e-2)
-    # Annealing the step size removes most of the SGD noise from the final bound.
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    for _ in range(steps):
-        real, fake = p.sample((1024, 1)), q.sample((1024, 1))
-        opt.zero_grad()
-        loss.critic_loss(critic(real), critic(fake)).backward()
-        opt.step()
-        schedule.step()
+    critic = train_critic(loss, p, q, steps, seed=1)
     with torch.no_grad():
         real, fake = p.sample((100_000, 1)), q.sample((100_000, 1))
         return float(loss.estimate(critic(real), critic(fake)))

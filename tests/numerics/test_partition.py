@@ -15,15 +15,6 @@ MEAN_4D = torch.tensor([0.5, -1.0, 0.2, 1.5])
 OFFSET = 0.7  # a constant in E shifts log Z by -OFFSET
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    # Tiny tensors: intra-op threads only add synchronisation cost on a busy machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def gaussian_energy(mean: torch.Tensor, precision: torch.Tensor):
     def energy(x: torch.Tensor) -> torch.Tensor:
         centred = x - mean

@@ -17,15 +17,6 @@ from dgmdsl.numerics.sample_metrics import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Many small kernel blocks: thread hand-offs cost more than they save on a loaded machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _gaussian_kernel_mean(shift_sq: float, var: float, h: float, dim: int) -> float:
     """E exp(-||w||² / (2 h²)) for w ~ N(shift, var I_dim)."""
     return (h**2 / (h**2 + var)) ** (dim / 2) * math.exp(-shift_sq / (2 * (h**2 + var)))

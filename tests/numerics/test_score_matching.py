@@ -3,48 +3,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from dgmdsl.numerics.score_matching import (denoising_score_matching_loss, energy_and_grad,
                                             exact_score_matching_loss, per_example_energy,
                                             sliced_score_matching_loss)
-
-MU_STAR = torch.tensor([0.5, -1.0])
-COV_STAR = torch.tensor([[1.0, 0.6], [0.6, 2.0]])
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    # Tiny tensors: intra-op threads only add synchronisation cost on a busy machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-class QuadraticEnergy(nn.Module):
-    """E(x) = 1/2 (x - mu)^T L L^T (x - mu), L lower triangular with a positive diagonal."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.mu = nn.Parameter(torch.zeros(dim))
-        self.lower = nn.Parameter(torch.zeros(dim, dim))
-
-    def cholesky(self) -> torch.Tensor:
-        return torch.tril(self.lower, -1) + torch.diag(self.lower.diagonal().exp())
-
-    def precision(self) -> torch.Tensor:
-        chol = self.cholesky()
-        return chol @ chol.T
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * ((x - self.mu) @ self.cholesky()).pow(2).sum(1, keepdim=True)  # [B, 1]
+from tests.numerics.helpers import COV_STAR, MU_STAR, QuadraticEnergy, gaussian_data
 
 
 @pytest.fixture(scope="module")
 def data() -> torch.Tensor:
-    torch.manual_seed(0)
-    return torch.distributions.MultivariateNormal(MU_STAR, COV_STAR).sample((500,))
+    return gaussian_data(500, seed=0)
 
 
 def _sample_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,7 +21,7 @@ def _sample_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _fit(loss_fn, steps: int = 400, lr: float = 0.1) -> QuadraticEnergy:
     torch.manual_seed(1)
-    model = QuadraticEnergy(2)
+    model = QuadraticEnergy(2, keepdim=True)  # [B, 1], as a net returns it
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for _ in range(steps):

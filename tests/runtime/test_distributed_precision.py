@@ -1,34 +1,22 @@
 """Data-parallel training over 2 gloo processes equals one process with the same global
 batch and seed; compiled and mixed-precision losses equal fp32 eager within tolerance."""
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import dgmdsl
 from tests.conftest import ROOT
+from tests.runtime.helpers import MIX, run_dgm
 
-MIX = """model Mix {
-    data   x : real[2]
-    latent k : cat(4)
-    param  mu : real[4, 2]
-    k ~ Categorical(probs = table())
-    x ~ Normal(mu[k], 0.3)
-    fit { data = eight_gaussians(n = 512, seed = 0), batch_size = 32 }
-}
-"""
 # Tolerance: the two runs differ only in the order of floating-point reductions
 # (the gradient all-reduce), which changes the last bits of each step.
 TOL = 1e-5
 
 
 def fit_cli(spec, out, *extra):
-    proc = subprocess.run([sys.executable, "-m", "dgmdsl", "fit", str(spec), "--out", str(out), "--max-steps", "24",
-                           "--device", "cpu", "--quiet", "--metrics-every", "4", *extra],
-                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
-                                                               "OMP_NUM_THREADS": "1"})
+    proc = run_dgm("fit", spec, "--out", out, "--max-steps", "24", "--device", "cpu", "--quiet",
+                   "--metrics-every", "4", *extra, env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
@@ -46,9 +34,8 @@ def test_two_gloo_processes_match_one(tmp_path):
 
 
 def test_nuts_refuses_multiple_processes(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "dgmdsl", "fit", str(ROOT / "specs" / "bayes_logreg.dgm"),
-                           "--nproc", "2", "--out", str(tmp_path / "r"), "--max-steps", "4", "--device", "cpu"],
-                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    proc = run_dgm("fit", ROOT / "specs" / "bayes_logreg.dgm", "--nproc", "2", "--out", tmp_path / "r",
+                   "--max-steps", "4", "--device", "cpu")
     assert proc.returncode != 0
     assert "cannot be split over processes" in proc.stderr
 

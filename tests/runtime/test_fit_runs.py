@@ -1,7 +1,5 @@
 """fit / resume / checkpoints / data errors / eval on canonical files, through Python and the CLI."""
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -10,22 +8,11 @@ import torch
 
 import dgmdsl
 from tests.conftest import ROOT, SHARED_DATA
-
-MIX = """model Mix {
-    data   x : real[2]
-    latent k : cat(4)
-    param  mu : real[4, 2]
-    k ~ Categorical(probs = table())
-    x ~ Normal(mu[k], 0.3)
-    fit { data = eight_gaussians(n = 512, seed = 0), batch_size = 32 }
-}
-"""
+from tests.runtime.helpers import MIX, run_dgm
 
 
 def dgm(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "dgmdsl", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env={"DGM_DATA_DIR": str(SHARED_DATA), "PATH": "/usr/bin:/bin",
-                                        "PYTHONPATH": str(ROOT)})
+    return run_dgm(*args, cwd=cwd, env={"DGM_DATA_DIR": str(SHARED_DATA)})
 
 
 def state(run):

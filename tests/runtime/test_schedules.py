@@ -10,21 +10,12 @@ import dgmdsl
 from dgmdsl.runtime.errors import RuntimeUserError
 from dgmdsl.runtime.loop import run_loop
 from dgmdsl.runtime.schedules import LearningRateSchedule, lr_factor, parse_lr_schedule
+from tests.runtime.helpers import MIX_FIT, mix_spec
 from tests.runtime.test_loop import CPU, LinearTrainable, _assert_same_parameters, _config, _data, _resume, _run_dir
-
-MIX = """model Mix {
-    data   x : real[2]
-    latent k : cat(4)
-    param  mu : real[4, 2]
-    k ~ Categorical(probs = table())
-    x ~ Normal(mu[k], 0.3)
-    fit { data = eight_gaussians(n = 512, seed = 0), batch_size = 32, SCHEDULE }
-}
-"""
 
 
 def mix(schedule: str = "lr_schedule = constant"):
-    return dgmdsl.loads(MIX.replace("SCHEDULE", schedule))["Mix"]
+    return dgmdsl.loads(mix_spec(f"{MIX_FIT}, {schedule}"))["Mix"]
 
 
 def test_cosine_factor_with_warmup_and_floor():

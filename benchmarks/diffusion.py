@@ -42,13 +42,14 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def quality(workdir: Path, max_steps: int | None, limit: int) -> None:
+def quality(workdir: Path, max_steps: int | None, limit: int, epochs: int | None = None,
+            names=TOY_MODELS, lr_schedule: str | None = None) -> None:
     """Fit each toy spec; print held-out NLL (or its bound) next to the entropy, and MMD."""
-    for name in TOY_MODELS:
+    for name in names:
         model = dgmdsl.load(SPECS / f"{name}.dgm").models[0]
         start = time.perf_counter()
-        run = model.fit(max_steps=max_steps, out=workdir / "runs" / name, quiet=True, device=_device(),
-                        overwrite=True)
+        run = model.fit(max_steps=max_steps, epochs=epochs, out=workdir / "runs" / name, quiet=True,
+                        device=_device(), overwrite=True, lr_schedule=lr_schedule)
         fit_s = time.perf_counter() - start
         start = time.perf_counter()
         metrics = run.evaluate(limit=limit, batch_size=1000)
@@ -108,6 +109,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="capped steps (minutes on CPU)")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--epochs", type=int, help="override the specs' epochs in the toy fits")
+    parser.add_argument("--models", default=",".join(TOY_MODELS), help="toy fits, comma-separated")
+    parser.add_argument("--lr-schedule", default=None, help="as `dgm fit --lr-schedule` (default: the specs')")
     parser.add_argument("--skip-mnist", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--threads", type=int, default=2, help="torch threads, in-process and per process")
@@ -120,7 +124,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dgm-diffusion-") as tmp:
         workdir = Path(tmp)
         if not args.skip_quality:
-            quality(workdir, 2000 if args.quick else None, 1000 if args.quick else 2000)
+            quality(workdir, 2000 if args.quick else None, 1000 if args.quick else 2000, args.epochs,
+                    args.models.split(","), args.lr_schedule)
         if not args.skip_mnist:
             mnist(workdir, args.quick, args.png, args.data_dir)
         if not args.skip_speed:

@@ -59,7 +59,8 @@ def _fit_options(args) -> dict:
     return dict(data=args.data, data_dir=args.data_dir, epochs=args.epochs, max_steps=args.max_steps,
                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, out=args.out,
                 resume=args.resume, quiet=args.quiet, precision=args.precision, compile=args.compile,
-                metrics_every=args.metrics_every, lr_schedule=args.lr_schedule)
+                metrics_every=args.metrics_every, lr_schedule=args.lr_schedule, patience=args.patience,
+                validate_every=args.validate_every)
 
 
 def _fit_worker(spec: str, model_name: str | None, options: dict, reports: str) -> None:
@@ -125,13 +126,14 @@ def cmd_fit(args) -> int:
             return 0
     result = run.fit_result
     print(f"model {model.name}: {model.method} on {run.data_source.describe()}")
-    for key in ("steps", "epochs", "final_loss", "elapsed_s", "stopped_by", "note"):
+    for key in ("steps", "epochs", "final_loss", "best_step", "best_valid_loss", "elapsed_s", "stopped_by",
+                "note"):
         if result.get(key) is not None:
             print(f"  {key}: {result[key]}")
     if "posterior" in result:
         _print_posterior(result["posterior"])
     print(f"run directory: {run.path}")
-    if result.get("stopped_by"):
+    if result.get("stopped_by") not in (None, "patience"):  # patience ends a run; a signal pauses it
         print(f"stopped by {result['stopped_by']}; continue with: dgm fit {args.spec} --out {run.path} --resume")
         return 130
     return 0
@@ -258,6 +260,10 @@ def add_run_commands(sub, UserError) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--lr-schedule", metavar="SCHEDULE",
                    help="constant | cosine(warmup = N, final = F) | step(at = F, factor = G); over the spec's")
+    p.add_argument("--patience", type=int, metavar="P",
+                   help="stop after P held-out checks without improvement, keeping the best weights; over the spec's")
+    p.add_argument("--validate-every", type=int, metavar="N",
+                   help="steps between held-out checks (default: once an epoch)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", metavar="RUN_DIR")

@@ -266,5 +266,7 @@ FIT_KEYS = {
     "grad_clip": POS,
     "heldout": POS_INT,                    # extension: size of a generated held-out split
     "lr_schedule": LR_SCHEDULES,           # extension: see docs/decisions.md
+    "patience": POS_INT,                   # extension: early stopping on the held-out split
+    "validate_every": POS_INT,             # extension: steps between held-out checks
 }
 SAMPLE_KEYS = {"method": AnyValue("sample method"), "n": POS_INT, "seed": NONNEG_INT}

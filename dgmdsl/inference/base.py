@@ -26,6 +26,8 @@ class TrainSettings:
     method_options: dict = field(default_factory=dict)
     grad_clip: float | None = None
     lr_schedule: dict | str | None = None   # runtime/schedules.py; None: constant
+    patience: int | None = None      # early stopping on the held-out split (runtime/early_stopping.py)
+    validate_every: int | None = None  # steps between held-out checks; None: once an epoch
     quiet: bool = False
     checkpoint_every_s: float | None = 300.0
     metrics_every: int = 50
@@ -63,10 +65,14 @@ class Engine:
     """Trains a compiled model with one inference method. Subclasses register in ENGINES."""
 
     name = "base"
+    # Whether a held-out loss measures fit, so that `patience` can select on it: not for
+    # samplers (nuts, hmc) nor for games and moving targets (adversarial, cd, fce, distill).
+    validates = False
 
     def __init__(self, model, settings: TrainSettings) -> None:
         self.model = model
         self.settings = settings
+        self.heldout: dict[str, torch.Tensor] | None = None  # rows for `patience`, set by the runtime
 
     def fit(self, data: dict[str, torch.Tensor], run_dir, resume_state: dict | None, device) -> dict:
         raise NotImplementedError
@@ -97,6 +103,9 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 class GradientEngine(Engine):
     """Minibatch gradient descent on `loss(batch)` through the shared loop; optionally
     compiled, under autocast, and data-parallel over torch.distributed processes."""
+
+    validates = True
+    validation_needs_grad = False  # True where the loss differentiates itself (score matching)
 
     def __init__(self, model, settings: TrainSettings) -> None:
         super().__init__(model, settings)
@@ -151,6 +160,13 @@ class GradientEngine(Engine):
             self.optimizer.step()
         return self.reported(loss.detach())
 
+    def validation_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss on held-out rows (the loop has put the model in eval mode), with
+        no optimizer step; the plain loss, not the compiled or DDP-wrapped one, and without
+        building a graph unless the loss needs one."""
+        with torch.set_grad_enabled(self.validation_needs_grad), self._autocast():
+            return self.loss(batch).detach().float()
+
     def reported(self, loss: torch.Tensor) -> torch.Tensor:
         """The loss to log: across processes, the mean over the global batch."""
         if self.settings.world_size > 1:
@@ -178,14 +194,18 @@ class GradientEngine(Engine):
         return LoopConfig(epochs=s.epochs, max_steps=s.max_steps, batch_size=per_process_batch(s),
                           seed=s.seed, quiet=s.quiet, checkpoint_every_s=s.checkpoint_every_s,
                           metrics_every=s.metrics_every, rank=s.rank, world_size=s.world_size,
-                          lr_schedule=s.lr_schedule)
+                          lr_schedule=s.lr_schedule, patience=s.patience, validate_every=s.validate_every)
 
     def fit(self, data, run_dir, resume_state, device) -> dict:
         config = self.loop_config()
         self._objective = self._build_objective(device)  # before the loop restores the scaler
         self.model.train()
-        result = run_loop(self, data, config, run_dir, resume_state=resume_state, device=device)
+        result = run_loop(self, data, config, run_dir, resume_state=resume_state, device=device,
+                          validation=self.heldout)
         self.model.eval()
-        return {"steps": result.steps, "epochs": round(result.epochs_done, 3), "final_loss": result.final_loss,
-                "stopped_by": result.stopped_by, "elapsed_s": round(result.elapsed_s, 2),
-                "checkpoint": str(result.checkpoint) if result.checkpoint else None}
+        out = {"steps": result.steps, "epochs": round(result.epochs_done, 3), "final_loss": result.final_loss,
+               "stopped_by": result.stopped_by, "elapsed_s": round(result.elapsed_s, 2),
+               "checkpoint": str(result.checkpoint) if result.checkpoint else None}
+        if config.patience is not None:
+            out.update(best_step=result.best_step, best_valid_loss=result.best_valid_loss)
+        return out

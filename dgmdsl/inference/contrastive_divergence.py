@@ -27,6 +27,7 @@ class ContrastiveDivergence(GradientEngine):
     """
 
     name = "cd"
+    validates = False  # its loss compares data with the model's own chains, not a fit to data
 
     def __init__(self, model, settings: TrainSettings) -> None:
         super().__init__(model, settings)

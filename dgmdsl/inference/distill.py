@@ -96,6 +96,7 @@ class Distill(GradientEngine):
     """Minimise the Monte Carlo KL(student || teacher) on `samples` student draws per step."""
 
     name = "distill"
+    validates = False  # the loss is on the student's own samples: held-out data never enters it
 
     def __init__(self, model, settings) -> None:
         super().__init__(model, settings)

@@ -20,6 +20,8 @@ class DenoisingScoreMatching(GradientEngine):
         super().__init__(model, settings)
         # resolved once: no per-step lookups for models without an EMA
         self.update_ema = model.update_ema if getattr(model, "ema_decay", None) is not None else None
+        # an energy's score is its input gradient; score and noise nets output theirs
+        self.validation_needs_grad = model.family == "energy"
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model.dsm_loss(batch, self.settings.method_options)

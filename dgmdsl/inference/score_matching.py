@@ -14,6 +14,7 @@ class ExactScoreMatching(GradientEngine):
     """Hyvarinen's objective with the exact Hessian trace (one extra backward per dimension)."""
 
     name = "exact_sm"
+    validation_needs_grad = True  # the loss takes input gradients of the energy
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return exact_score_matching_loss(self.model.energy, self.model.x(batch))
@@ -23,6 +24,7 @@ class SlicedScoreMatching(GradientEngine):
     """Sliced score matching with `projections` Rademacher directions per example (SSM-VR)."""
 
     name = "ssm"
+    validation_needs_grad = True
 
     def __init__(self, model, settings: TrainSettings) -> None:
         super().__init__(model, settings)

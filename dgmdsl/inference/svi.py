@@ -76,6 +76,7 @@ class SVI(GradientEngine):
             raise RuntimeUserError("svi(elbo = iwae(k)) needs every guided latent to be reparameterizable",
                                    hint="use elbo = trace or trace_enum")
         self._pyro_elbo = None if self.fast else self._make_pyro_elbo(enumerated)
+        self.validation_needs_grad = not self.fast  # Pyro's differentiable_loss refuses to run without a graph
 
     def fit(self, data, run_dir, resume_state, device) -> dict:
         with distribution_validation(False):

@@ -94,7 +94,7 @@ def _lr_schedule(given, fit) -> dict | None:
 
 def resolve_settings(model, *, epochs=None, max_steps=None, batch_size=None, lr=None, seed=None,
                      quiet=False, precision="fp32", compile=False, placement=None,
-                     metrics_every=None, lr_schedule=None) -> TrainSettings:
+                     metrics_every=None, lr_schedule=None, patience=None, validate_every=None) -> TrainSettings:
     """Command line over the fit block over family defaults."""
     fit = model.checked.fit
     from ..families import backend_class
@@ -112,6 +112,8 @@ def resolve_settings(model, *, epochs=None, max_steps=None, batch_size=None, lr=
         method_options={k: _plain(v) for k, v in method.options.items()},
         grad_clip=fit.get("grad_clip"),
         lr_schedule=_lr_schedule(lr_schedule, fit),
+        patience=pick(patience, "patience"),
+        validate_every=pick(validate_every, "validate_every"),
         quiet=quiet,
         precision=precision,
         compile=compile,
@@ -147,10 +149,12 @@ def _config(model, settings: TrainSettings, source: DataSource, device: torch.de
 
 def fit_model(model, *, data=None, data_dir=None, epochs=None, max_steps=None, batch_size=None, lr=None,
               seed=None, device="auto", out=None, resume=False, quiet=False, overwrite=False,
-              precision="fp32", compile=False, metrics_every=None, lr_schedule=None) -> FittedRun:
+              precision="fp32", compile=False, metrics_every=None, lr_schedule=None, patience=None,
+              validate_every=None) -> FittedRun:
     """Train `model`; writes a run directory (a temporary one if `out` is None). Under
     torch.distributed (torchrun, or `dgm fit --nproc`) every process calls this; rank 0
-    alone writes the run directory."""
+    alone writes the run directory. `patience` stops on the held-out split (see
+    runtime/early_stopping.py)."""
     from .distributed import from_environment, init_process_group
 
     placement = from_environment()
@@ -162,11 +166,15 @@ def fit_model(model, *, data=None, data_dir=None, epochs=None, max_steps=None, b
         seed = seed if seed is not None else saved.get("seed")
         lr = lr if lr is not None else (saved.get("optimizer") or [None, {}])[1].get("lr")
         lr_schedule = lr_schedule if lr_schedule is not None else saved.get("lr_schedule")
+        patience = patience if patience is not None else saved.get("patience")
+        validate_every = validate_every if validate_every is not None else saved.get("validate_every")
         if data is None and saved.get("data", {}).get("path"):
             data = saved["data"]["path"]
     settings = resolve_settings(model, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                                 seed=seed, quiet=quiet, precision=precision, compile=compile,
-                                placement=placement, metrics_every=metrics_every, lr_schedule=lr_schedule)
+                                placement=placement, metrics_every=metrics_every, lr_schedule=lr_schedule,
+                                patience=patience, validate_every=validate_every)
+    _check_early_stopping(settings, model.checked.method.name)
     if precision not in ("fp32", "bf16", "fp16"):
         raise RuntimeUserError(f"unknown precision '{precision}'", hint="use fp32, bf16 or fp16")
     dev = resolve_device(device)
@@ -179,8 +187,10 @@ def fit_model(model, *, data=None, data_dir=None, epochs=None, max_steps=None, b
     compiled = compile_model(model, dev)
     arrays = load_split(source, "train", compiled.var_specs(), data_dir=data_dir, program=model.program)
     tensors = to_tensors(arrays)
+    heldout = _heldout_rows(model, source, compiled, data_dir) if settings.patience is not None else None
     run_dir, resume_state = _run_dir(model, settings, source, dev, out, resume, overwrite, placement.rank, data_dir)
     engine = _engine(model.checked.method.name)(compiled, settings)
+    engine.heldout = heldout
     if placement.distributed and not hasattr(engine, "train_step"):
         raise RuntimeUserError(f"{model.checked.method.name} does not train by minibatch gradient, so it "
                                "cannot be split over processes", hint="run it without --nproc / torchrun")
@@ -194,6 +204,36 @@ def fit_model(model, *, data=None, data_dir=None, epochs=None, max_steps=None, b
     if placement.rank == 0:
         run_dir.write_json("fit_result.json", result)
     return FittedRun(model, compiled, engine, run_dir, data_source=source, data_dir=data_dir, fit_result=result)
+
+
+def _check_early_stopping(settings: TrainSettings, method: str) -> None:
+    """Refuse, before any data is loaded, what early stopping cannot do."""
+    for name in ("patience", "validate_every"):
+        value = getattr(settings, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise RuntimeUserError(f"{name} must be a positive integer, got {value!r}")
+    if settings.patience is None:
+        if settings.validate_every is not None:
+            raise RuntimeUserError("validate_every sets how often patience checks the held-out split, "
+                                   "but no patience is given", hint="add `patience = P` (or --patience P)")
+        return
+    if not getattr(_engine(method), "validates", False):
+        raise RuntimeUserError(f"patience selects on a held-out loss, and {method} has none that measures "
+                               "fit to held-out data",
+                               hint="drop patience: fit for a fixed length and compare runs with `dgm eval`")
+
+
+def _heldout_rows(model, source: DataSource, compiled, data_dir) -> dict[str, torch.Tensor]:
+    """The split `dgm eval` reads by default (binarized MNIST's valid split, a generated
+    set drawn with seed + 1), its first MAX_HELDOUT_ROWS rows."""
+    from .early_stopping import MAX_HELDOUT_ROWS
+    if source.path is not None:
+        raise RuntimeUserError(f"patience needs a held-out split, and the data file {source.path} has none",
+                               hint="use a named data set, or drop patience and compare runs on your "
+                                    "held-out file with `dgm eval RUN --data FILE`")
+    with torch.random.fork_rng(devices=[]):  # drawing a `samples(...)` split must not move training's stream
+        arrays = load_split(source, "heldout", compiled.var_specs(), data_dir=data_dir, program=model.program)
+    return to_tensors({name: values[:MAX_HELDOUT_ROWS] for name, values in arrays.items()})
 
 
 def _saved_settings(out) -> dict:

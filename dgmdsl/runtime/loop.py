@@ -8,6 +8,9 @@ Design notes:
   the group is always read (and checked to be finite) before a checkpoint.
 * Checkpoints are written at the end, on a stop request and every
   ``checkpoint_every_s`` seconds, never per step.
+* With ``patience`` the run is checked on held-out rows every ``validate_every``
+  steps and stops when they stop improving (runtime/early_stopping.py); without it
+  the loop pays one ``is None`` test a step.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 
 from dgmdsl.runtime.batches import EpochBatches
 from dgmdsl.runtime.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from dgmdsl.runtime.early_stopping import EarlyStopping, early_stopping_for_loop
 from dgmdsl.runtime.errors import RuntimeUserError
 from dgmdsl.runtime.progress import Progress
 from dgmdsl.runtime.rundir import RunDir
@@ -54,10 +58,15 @@ class LoopConfig:
     rank: int = 0  # distributed rank; only rank 0 logs and checkpoints
     world_size: int = 1
     lr_schedule: dict | str | None = None  # see runtime/schedules.py
+    patience: int | None = None  # held-out checks without improvement before stopping
+    validate_every: int | None = None  # steps between checks; None: once an epoch
 
     def __post_init__(self) -> None:
         _require_positive("batch_size", self.batch_size)
         _require_positive("metrics_every", self.metrics_every)
+        for name in ("patience", "validate_every"):
+            if getattr(self, name) is not None:
+                _require_positive(name, getattr(self, name))
         if self.epochs is not None:
             _require_positive("epochs", self.epochs)
         if self.max_steps is not None:
@@ -80,9 +89,11 @@ class LoopResult:
     steps: int
     epochs_done: float
     final_loss: float  # last finite loss; nan if no step ran
-    stopped_by: str | None  # "SIGINT"/"SIGTERM" when stopped early, else None
+    stopped_by: str | None  # "SIGINT"/"SIGTERM"/"patience" when stopped early, else None
     elapsed_s: float
     checkpoint: Path | None
+    best_step: int | None = None  # with patience: the step of the weights the model holds
+    best_valid_loss: float | None = None
 
 
 class Trainable(Protocol):
@@ -103,6 +114,9 @@ class Trainable(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    # With `patience`, also: `model`, the torch module whose state is the weights kept
+    # and restored, and `validation_loss(batch)`, a 0-dim held-out loss (no optimizer step).
+
 
 def run_loop(
     trainable: Trainable,
@@ -113,6 +127,7 @@ def run_loop(
     resume_state: dict[str, Any] | None = None,
     device: torch.device,
     on_step: OnStep | None = None,
+    validation: Mapping[str, torch.Tensor] | None = None,
 ) -> LoopResult:
     """Train ``trainable`` on minibatches of ``data`` until the configured bound.
 
@@ -122,6 +137,7 @@ def run_loop(
     SIGTERM it stops after the current step and checkpoints; on a non-finite
     loss it raises :class:`NonFiniteLoss` without saving the bad state.
     ``on_step(step, output)`` receives the raw ``train_step`` output (unsynced).
+    ``validation`` holds the held-out rows that ``config.patience`` needs.
     """
     batches = EpochBatches(
         data,
@@ -138,9 +154,14 @@ def run_loop(
     state = LoopState() if resume_state is None else _resume(trainable, resume_state, layout)
     if main_run_dir is not None and resume_state is not None:
         main_run_dir.truncate_metrics(state.step)
-    if state.step >= total:
-        return _result(state, batches, None, _existing_checkpoint(main_run_dir))
-    session = _Session(trainable, batches, config, main_run_dir, layout, state)
+    early_stopping = None
+    if config.patience is not None:
+        early_stopping = early_stopping_for_loop(trainable, validation, config, batches.batches_per_epoch,
+                                                 device, resume_state)
+    if state.step >= total or (early_stopping is not None and early_stopping.stopped):
+        stopped_by = "patience" if early_stopping is not None and early_stopping.stopped else None
+        return _result(state, batches, stopped_by, _existing_checkpoint(main_run_dir), early_stopping)
+    session = _Session(trainable, batches, config, main_run_dir, layout, state, early_stopping)
     try:
         with StopRequest() as stop, Progress(
             total,
@@ -153,7 +174,7 @@ def run_loop(
     finally:
         if main_run_dir is not None:
             main_run_dir.flush()
-    return _result(state, batches, stopped_by, session.checkpoint_path)
+    return _result(state, batches, stopped_by, session.checkpoint_path, early_stopping)
 
 
 class _Session:
@@ -167,8 +188,10 @@ class _Session:
         run_dir: RunDir | None,
         layout: dict[str, Any],
         state: LoopState,
+        early_stopping: EarlyStopping | None,
     ) -> None:
         self.trainable = trainable
+        self.early_stopping = early_stopping
         self.batches = batches
         self.run_dir = run_dir
         self.layout = layout
@@ -189,8 +212,8 @@ class _Session:
     def train(
         self, total: int, stop: StopRequest, progress: Progress, on_step: OnStep | None
     ) -> str | None:
-        """Run steps up to ``total``; return the signal name if stopped early."""
-        trainable, batches, log = self.trainable, self.batches, self.log
+        """Run steps up to ``total``; return the signal name or "patience" if stopped early."""
+        trainable, batches, log, early_stopping = self.trainable, self.batches, self.log, self.early_stopping
         per_epoch = batches.batches_per_epoch
         step = self.state.step
         epoch, position = divmod(step, per_epoch)
@@ -213,6 +236,10 @@ class _Session:
                 on_step(step, output)
             if log.drain_due(now):
                 self._drain(progress)
+            if early_stopping is not None and early_stopping.due(step, total):
+                self._validate(progress)
+                if early_stopping.stopped:
+                    break
             if stop.requested:
                 break
             if now >= next_checkpoint:
@@ -220,12 +247,27 @@ class _Session:
                 self._save()
                 next_checkpoint = self._next_checkpoint_time(time.monotonic())
         self._drain(progress)
-        finished = step >= total  # a signal during the last step changes nothing
+        stopped_by_patience = early_stopping is not None and early_stopping.stopped
+        finished = step >= total or stopped_by_patience  # a signal during the last step changes nothing
         if finished:
             log.finish_interval()
+            if early_stopping is not None:
+                early_stopping.restore_best()  # so the final checkpoint holds the best weights
         self.state.elapsed_s = log.elapsed()
         self._save()
+        if stopped_by_patience:
+            return "patience"
         return None if finished else stop.signal_name
+
+    def _validate(self, progress: Progress) -> None:
+        # Drained first: the check follows only finite-loss steps, and the metrics file
+        # stays in step order (training records up to this step, then this one).
+        self._drain(progress)
+        step = self.state.step
+        loss = self.early_stopping.check(step)
+        if self.run_dir is not None:
+            epoch = round(step / self.batches.batches_per_epoch, 4)
+            self.run_dir.append_metrics([{"step": step, "epoch": epoch, "valid_loss": loss}])
 
     def _drain(self, progress: Progress) -> None:
         summary = self.log.drain()
@@ -253,6 +295,8 @@ class _Session:
             "loop": {**self.layout, **self.state.to_dict(), **self._position()},
             "rng": capture_rng_state(),
         }
+        if self.early_stopping is not None:
+            checkpoint["early_stopping"] = self.early_stopping.state_dict()
         self.run_dir.flush()
         save_checkpoint(self.run_dir.checkpoint_path, checkpoint)
         self.checkpoint_path = self.run_dir.checkpoint_path
@@ -330,9 +374,18 @@ def _existing_checkpoint(run_dir: RunDir | None) -> Path | None:
 
 
 def _result(
-    state: LoopState, batches: EpochBatches, stopped_by: str | None, checkpoint: Path | None
+    state: LoopState,
+    batches: EpochBatches,
+    stopped_by: str | None,
+    checkpoint: Path | None,
+    early_stopping: EarlyStopping | None = None,
 ) -> LoopResult:
     last = state.last_finite_loss
+    best = {}
+    if early_stopping is not None:
+        best_loss = early_stopping.best_loss
+        best = {"best_step": early_stopping.best_step,
+                "best_valid_loss": best_loss if math.isfinite(best_loss) else None}
     return LoopResult(
         steps=state.step,
         epochs_done=state.step / batches.batches_per_epoch,
@@ -340,4 +393,5 @@ def _result(
         stopped_by=stopped_by,
         elapsed_s=state.elapsed_s,
         checkpoint=checkpoint,
+        **best,
     )

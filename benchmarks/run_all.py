@@ -58,6 +58,13 @@ def run_script(name: str, quick: bool) -> tuple[list[dict], str]:
     return rows, status
 
 
+COLUMNS = {"family", "model", "metric", "value", "target", "machine"}
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def rows_of(text: str) -> list[dict]:
     return [json.loads(line[7:]) for line in text.splitlines() if line.startswith("RESULT ")]
 
@@ -71,12 +78,14 @@ def latest(rows: list[dict]) -> list[dict]:
 
 
 def table(rows: list[dict], mode: str) -> str:
-    lines = [HEADER, f"Mode: {mode}.\n", "| family | model | figure | value | target | machine |",
-             "|---|---|---|---|---|---|"]
+    lines = [HEADER, f"Mode: {mode}.\n", "| family | model | figure | value | target | details | machine |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         value = r["value"]
         value = f"{value:.4g}" if isinstance(value, float) else str(value)
-        lines.append(f"| {r['family']} | {r['model']} | {r['metric']} | {value} | {r['target']} | {r['machine']} |")
+        details = ", ".join(f"{k} {_short(v)}" for k, v in r.items() if k not in COLUMNS)
+        lines.append(f"| {r['family']} | {r['model']} | {r['metric']} | {value} | {r['target']} | {details} | "
+                     f"{r['machine']} |")
     return "\n".join(lines) + "\n"
 
 

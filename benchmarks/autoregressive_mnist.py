@@ -61,7 +61,7 @@ def spec_text(model: str) -> tuple[str, Path]:
 
 
 def quality(model: str, *, epochs: int | None, max_steps: int | None, limit: int | None, device: str,
-            data_dir: str, patience: int | None = None) -> dict:
+            data_dir: str, patience: int | None = None, lr_schedule: str | None = None) -> dict:
     """Fit the reference spec, evaluate the validation split; print one line next to the paper."""
     import dgmdsl
 
@@ -69,7 +69,7 @@ def quality(model: str, *, epochs: int | None, max_steps: int | None, limit: int
     spec_model = dgmdsl.loads(text, str(path)).models[0]
     start = time.perf_counter()
     run = spec_model.fit(epochs=epochs, max_steps=max_steps, device=device, data_dir=data_dir, quiet=True,
-                         patience=patience,
+                         patience=patience, lr_schedule=lr_schedule,
                          out=tempfile.mkdtemp(prefix=f"dgm-bench-{model}-"))
     fit_s = time.perf_counter() - start
     start = time.perf_counter()
@@ -81,7 +81,8 @@ def quality(model: str, *, epochs: int | None, max_steps: int | None, limit: int
           f"{metrics['bits_per_dim']:.4f} bits/dim) | published test {published:.2f} ({source}) | "
           f"gap {nll - published:+.2f} | {run.fit_result['steps']} steps, {run.fit_result['epochs']} epochs, "
           f"fit {fit_s:.0f} s, eval {eval_s:.0f} s on {run.compiled.device}"
-          + (f"; best valid NLL at step {run.fit_result['best_step']}" if patience else ""), flush=True)
+          + (f"; best valid NLL at step {run.fit_result['best_step']}" if patience else "")
+          + (f"; lr schedule {lr_schedule}" if lr_schedule else ""), flush=True)
     report("chain rule", model, f"validation NLL (nats) vs published test {published} ({source})", round(nll, 2),
            f"within 1 nat of {published}", gap=round(nll - published, 2), epochs=run.fit_result["epochs"],
            fit_s=round(fit_s), device=str(run.compiled.device))
@@ -143,6 +144,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="quality: override the spec's epochs")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--patience", type=int, help="quality: early stopping on the valid NLL (epochs)")
+    parser.add_argument("--lr-schedule", help="quality: as `dgm fit --lr-schedule`")
     parser.add_argument("--data-dir", default=os.environ.get("DGM_DATA_DIR", str(DEFAULT_DATA_DIR)))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -155,7 +157,7 @@ def main() -> None:
         for model in _models(args.model, PUBLISHED):
             quality(model, epochs=args.epochs, max_steps=QUICK_STEPS.get(model, 300) if args.quick else None,
                     limit=1000 if args.quick else None, device=args.device, data_dir=args.data_dir,
-                    patience=args.patience)
+                    patience=args.patience, lr_schedule=args.lr_schedule)
     if args.what in ("speed", "both"):
         for model in _models(args.model, SPEED_MODELS):
             speed(model, device=args.device, data_dir=args.data_dir, quick=args.quick, threads=args.threads)

@@ -183,3 +183,37 @@ def test_default_nets_follow_the_hidden_option():
     assert widths == [[7, 5, 4], [9, 8]]  # coupling: shift and log-scale of 2 coordinates; MADE: 2 per input
     z = torch.randn(3, 4)
     torch.testing.assert_close(flow.inverse(flow(z)[0])[0], z, atol=1e-5, rtol=0)
+
+
+def test_permutation_equals_pyros_permute_both_ways():
+    from dgmdsl.nn.flows.linear import Permutation, random_order
+    layer = Permutation(random_order(7, seed=3))
+    z = torch.randn(5, 7)
+    x, log_det = layer(z)
+    assert torch.equal(x, layer.to_pyro()(z)) and torch.equal(log_det, torch.zeros(5))
+    back, inverse_log_det = layer.inverse(x)
+    assert torch.equal(back, z) and torch.equal(back, layer.to_pyro().inv(x))
+    assert torch.equal(inverse_log_det, torch.zeros(5))
+
+
+@pytest.mark.parametrize("kind", ["coupling", "autoregressive"])
+def test_direct_affine_path_equals_pyros_transform_call(kind):
+    from pyro.distributions.transforms import AffineAutoregressive, AffineCoupling
+    from pyro.nn import AutoRegressiveNN, DenseNN
+
+    from dgmdsl.nn.flows.base import PyroBijection, apply_pyro
+    torch.manual_seed(0)
+    if kind == "coupling":
+        transform = AffineCoupling(2, DenseNN(2, [8], [3, 3]))
+        dim = 5
+    else:
+        transform = AffineAutoregressive(AutoRegressiveNN(4, [8]))
+        dim = 4
+    for reverse in (False, True):
+        layer = PyroBijection(transform, reverse=reverse)
+        assert layer.affine
+        z = torch.randn(6, dim)
+        for direct, generic in ((layer(z), apply_pyro(transform, z, inverse=reverse)),
+                                (layer.inverse(z), apply_pyro(transform, z, inverse=not reverse))):
+            assert torch.allclose(direct[0], generic[0], atol=1e-6)
+            assert torch.allclose(direct[1], generic[1], atol=1e-6)

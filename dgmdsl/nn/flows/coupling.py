@@ -103,11 +103,17 @@ class MaskedCoupling(FlowLayer):
         self.register_buffer("order", order, persistent=False)
         self.register_buffer("unorder", torch.argsort(order), persistent=False)
         self.transformed = tuple(transformed)
+        # kept-first masks (`alternate` on 2-D, halves) need no gather and scatter
+        self.identity = bool(torch.equal(order, torch.arange(len(order))))
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        if self.identity:
+            return self.inner(z)
         x, log_det = self.inner(z[..., self.order])
         return x[..., self.unorder], log_det
 
     def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.identity:
+            return self.inner.inverse(x)
         z, log_det = self.inner.inverse(x[..., self.order])
         return z[..., self.unorder], log_det

@@ -25,22 +25,28 @@ def random_order(dim: int, seed: int) -> list[int]:
 
 
 class Permutation(FlowLayer):
-    """`x[..., j] = z[..., permutation[j]]`; log-det 0."""
+    """`x[..., j] = z[..., permutation[j]]`; log-det 0.
+
+    Pyro's `Permute` computes the same map (`to_pyro()` gives it, and a test holds the two
+    equal), but through it each call rebuilt the transform and re-sorted the inverse index:
+    about 0.07 ms a layer and step, most of a small flow's overhead against hand-written
+    code. Plain indexing with the inverse index kept as a buffer costs nothing extra.
+    """
 
     def __init__(self, permutation: Sequence[int]) -> None:
         super().__init__()
-        self.register_buffer("permutation", torch.tensor(list(permutation), dtype=torch.long), persistent=False)
+        index = torch.tensor(list(permutation), dtype=torch.long)
+        self.register_buffer("permutation", index, persistent=False)
+        self.register_buffer("inverse_permutation", torch.argsort(index), persistent=False)
 
-    def _pyro(self) -> Permute:
-        # Pyro's Permute is not an nn.Module; rebuilding it from the buffer keeps
-        # the index on the module's device. It is cheap (no parameters).
+    def to_pyro(self) -> Permute:
         return Permute(self.permutation, cache_size=0)
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return apply_pyro(self._pyro(), z)
+        return z[..., self.permutation], z.new_zeros(z.shape[:-1])
 
     def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return apply_pyro(self._pyro(), x, inverse=True)
+        return x[..., self.inverse_permutation], x.new_zeros(x.shape[:-1])
 
 
 class LULinear(FlowLayer):

@@ -74,9 +74,10 @@ class FlowDensity(nn.Module):
         return self.flow.dim
 
     def base_log_prob(self, z: Tensor) -> Tensor:
-        # The base is N(0, I) (constant buffers): its log-density in closed form, without
-        # building and validating distribution objects on every call.
-        return -0.5 * z.pow(2).sum(-1) - 0.5 * z.size(-1) * math.log(2 * math.pi)
+        # The diagonal Normal base in closed form, without building and validating
+        # distribution objects on every call.
+        u = (z - self.base_loc) / self.base_scale
+        return -0.5 * u.pow(2).sum(-1) - self.base_scale.log().sum() - 0.5 * z.size(-1) * math.log(2 * math.pi)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log p(x), shape `x.shape[:-1]`."""

@@ -51,20 +51,13 @@ def parse_data_option(text: str) -> DataSource:
     data-set expression such as `moons(n = 1000)`, checked like the spec's own entry."""
     if Path(text).suffix.lower() in USER_FILE_SUFFIXES or Path(text).exists() or text.endswith(".amat"):
         return DataSource(path=text)
-    from ..api import loads
+    from .fit_entries import InvalidFitEntry, checked_fit_entry
 
     try:
-        prog = loads(f"model _Data {{\n data _x : real\n _x ~ Normal(0, 1)\n fit {{ data = {text} }}\n}}\n",
-                     "--data")
-    except Exception as exc:  # DgmError: report in the argument's terms
-        raise DataError(f"--data {text!r} is neither a file nor a known data set",
-                        hint=_first_message(exc)) from None
-    return resolve_source(prog["_Data"].checked.fit["data"])
-
-
-def _first_message(exc) -> str:
-    diags = getattr(exc, "diagnostics", None)
-    return diags[0].message if diags else str(exc)
+        value = checked_fit_entry("data", text, "--data")
+    except InvalidFitEntry as exc:  # report in the argument's terms
+        raise DataError(f"--data {text!r} is neither a file nor a known data set", hint=str(exc)) from None
+    return resolve_source(value)
 
 
 def resolve_source(value) -> DataSource:

@@ -71,15 +71,11 @@ class LearningRateSchedule:
 
 def parse_lr_schedule(text: str) -> dict:
     """`--lr-schedule TEXT`, checked by the front end exactly as the fit block's entry."""
-    from ..api import loads
     from .api import _plain
     from .errors import RuntimeUserError
+    from .fit_entries import InvalidFitEntry, checked_fit_entry
 
     try:
-        program = loads(f"model _Schedule {{\n data _x : real\n _x ~ Normal(0, 1)\n"
-                        f" fit {{ lr_schedule = {text} }}\n}}\n", "--lr-schedule")
-    except Exception as exc:  # a DgmError: report it in the argument's terms
-        diags = getattr(exc, "diagnostics", None)
-        raise RuntimeUserError(f"--lr-schedule {text!r} is not a schedule",
-                               hint=diags[0].message if diags else str(exc)) from None
-    return _plain(program.models[0].checked.fit["lr_schedule"])
+        return _plain(checked_fit_entry("lr_schedule", text, "--lr-schedule"))
+    except InvalidFitEntry as exc:  # report in the argument's terms
+        raise RuntimeUserError(f"--lr-schedule {text!r} is not a schedule", hint=str(exc)) from None

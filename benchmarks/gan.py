@@ -49,10 +49,13 @@ class Case:
 
 
 # gan and fgan train with 1024-row batches: at the default 256 the non-saturating GAN
-# needed twice the updates to reach 8 modes and drifted between 6 and 8 on the way
+# needed twice the updates to reach 8 modes and drifted between 6 and 8 on the way.
+# wgan_gp decays its step to 0 by a cosine (`--lr-schedule cosine`): at a constant step
+# the generator still jitters around the modes after 10000 updates (21 of 25, 74%).
 CASES = [
     Case("wgan_gp", 20000, 300, "25 of 25 modes and >= 90% high-quality samples",
-         lambda m: m.get("modes_covered") == 25 and m.get("high_quality_fraction", 0) >= 0.9),
+         lambda m: m.get("modes_covered") == 25 and m.get("high_quality_fraction", 0) >= 0.9,
+         {"lr_schedule": "cosine"}),
     Case("gan", 3000, 500, "8 of 8 modes", lambda m: m.get("modes_covered") == 8, {"batch_size": 1024}),
     Case("fgan", 3000, 500, "report (8 modes in the data)", fit={"batch_size": 1024}),
     Case("bigan", 4000, 600, "report"),

@@ -1,16 +1,21 @@
 """Hand-written PyTorch WGAN-GP with the nets, optimizers, batches and losses of
 `specs/wgan_gp.dgm` fitted by `dgm fit`: the speed benchmark's reference.
 
-G: 16 -> 256 -> 256 -> 2 and D: 2 -> 256 -> 256 -> 1 (ReLU); Adam(1e-4, betas 0.5, 0.9)
+G: 16 -> 256 -> 256 -> 2 and D: 2 -> 256 -> 256 -> 1 (ReLU); Adam(1e-3, betas 0, 0.9)
 for both; one step = 5 critic updates, each on its own B data rows (5 B rows a step from
 a per-epoch permutation, incomplete tail dropped) and a fresh fake batch, with the
 gradient penalty (lambda = 10) on interpolates; then one generator update.
 
 Usage: python benchmarks/reference/wgan_gp_ref.py --steps N --batch-size B
+
+Probe options (quality, not the speed benchmark): --lr, --beta1, --cosine (decay both
+steps to 0 over the run) and --report-every K (modes covered and high-quality fraction
+of 2000 samples every K steps; benchmarks/results/gan-wgan_gp-optimizer-probe.log).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -41,14 +46,18 @@ def penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.
     return ((grad.norm(dim=1) - 1) ** 2).mean()
 
 
-def train(data: torch.Tensor, steps: int, batch_size: int, seed: int = 0) -> float:
+def train(data: torch.Tensor, steps: int, batch_size: int, seed: int = 0, lr: float = 1e-3,
+          beta1: float = 0.0, cosine: bool = False, report_every: int = 0) -> float:
     G, D = mlp(LATENT, 2, HIDDEN), mlp(2, 1, HIDDEN)
-    g_opt = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.5, 0.9))
-    d_opt = torch.optim.Adam(D.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    g_opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(beta1, 0.9))
+    d_opt = torch.optim.Adam(D.parameters(), lr=lr, betas=(beta1, 0.9))
     rows = CRITIC_STEPS * batch_size
     generator = torch.Generator().manual_seed(seed)
     order, position, g_loss = torch.randperm(len(data), generator=generator), 0, torch.zeros(())
-    for _ in range(steps):
+    for step in range(steps):
+        if cosine:
+            for group in (*g_opt.param_groups, *d_opt.param_groups):
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         if position + rows > len(data):
             order, position = torch.randperm(len(data), generator=generator), 0
         batch = data[order[position:position + rows]]
@@ -68,17 +77,35 @@ def train(data: torch.Tensor, steps: int, batch_size: int, seed: int = 0) -> flo
         g_opt.step()
         for p in D.parameters():
             p.requires_grad_(True)
+        if report_every and (step + 1) % report_every == 0:
+            report(G, step + 1)
     return float(g_loss.detach())
+
+
+@torch.no_grad()
+def report(G: nn.Module, step: int) -> None:
+    from dgmdsl.data import toy_modes
+    from dgmdsl.numerics.sample_metrics import mode_coverage
+    modes, std = toy_modes("grid_25_gaussians")
+    found = mode_coverage(G(torch.randn(2000, LATENT)), torch.as_tensor(modes), std)
+    print(f"step {step}: {found['modes_covered']}/25 modes, high quality {found['high_quality_fraction']:.3f}",
+          flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--beta1", type=float, default=0.0)
+    parser.add_argument("--cosine", action="store_true")
+    parser.add_argument("--report-every", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(0)
     data = torch.from_numpy(toy_dataset("grid_25_gaussians", n=50_000, seed=0)["x"])
-    print(f"final generator loss {train(data, args.steps, args.batch_size):.4f}")
+    loss = train(data, args.steps, args.batch_size, lr=args.lr, beta1=args.beta1, cosine=args.cosine,
+                 report_every=args.report_every)
+    print(f"final generator loss {loss:.4f}")
 
 
 if __name__ == "__main__":

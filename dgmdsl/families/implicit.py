@@ -46,7 +46,7 @@ class ImplicitModel(CompiledModel):
 
     family = "implicit"
     has_density = False
-    # lr None: each loss's paper optimizer and step (inference/adversarial.py) unless
+    # lr None: each loss's default optimizer and step (inference/adversarial.py) unless
     # --lr or the fit block sets one; GANs train for many more passes than the default
     default_settings = {"lr": None, "batch_size": 256, "epochs": 50}
 

@@ -104,6 +104,13 @@ FLOW_LAYERS: dict[str, dict[str, str]] = {
     "sigmoid": {},
 }
 
+# fit options that only some families read; elsewhere they are an error, not ignored
+# (the score-based families keep an EMA of their net; only an implicit model has a critic)
+FAMILY_FIT_OPTIONS = {
+    "ema": ("diffusion", "score", "ddpm"),
+    "critic_optimizer": ("implicit",),
+}
+
 TOY_DATASETS = {"moons", "eight_gaussians", "grid_25_gaussians", "checkerboard", "two_spirals",
                 "swiss_roll", "rings", "gaussian_mixture_8d", "logistic_toy"}
 DATASETS = TOY_DATASETS | {"binarized_mnist", "samples"}

@@ -8,7 +8,7 @@ from .checks.context import Context
 from .checks.dag import check_acyclic
 from .checks.flows import check_flow_latents, check_flows
 from .checks.guides import check_guides
-from .checks.options import check_blocks
+from .checks.options import check_blocks, check_family_options
 from .checks.sde import check_sdes
 from .checks.statements import check_statements
 from .checks.symbols import check_declarations, check_definitions
@@ -71,6 +71,7 @@ def check_model(model: A.Model, source: Source, model_names: set[str]) -> tuple[
     fit, sample = check_blocks(ctx)
     _unused_nets(ctx)
     family = classify_family(ctx)
+    check_family_options(ctx, family)
     method = choose_method(ctx, family, fit)
     checked = CheckedModel(model.name, model, source, ctx.vars, ctx.nets, ctx.flows, ctx.sdes,
                            fit, sample, family, method)

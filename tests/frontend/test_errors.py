@@ -38,6 +38,7 @@ EXPECTED = {
     "infinite_number": (4, 20, ["finite"]),
     "flow_prior_base_guided": (12, 9, ["u is the base of flow prior 'prior'", "the guide is written for z"]),
     "guide_flow_base_in_model": (13, 18, ["base of guide flow 'post'", "e is defined in the model"]),
+    "fit_option_wrong_family": (8, 11, ["fit option 'ema' does not apply to a flow model"]),
 }
 
 

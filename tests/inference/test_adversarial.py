@@ -67,19 +67,19 @@ def optimizer_summary(optimizer) -> tuple:
     return type(optimizer).__name__, group["lr"], group.get("betas")
 
 
-def test_paper_defaults_and_spec_optimizers():
+def test_loss_defaults_and_spec_optimizers():
     engine = engine_with(spec("adversarial(loss = wgan_gp)"))
     assert engine.critic_steps == 5 and engine.penalty == 10.0 and engine.clip is None
     for optimizer in (engine.generator_optimizer, engine.critic_optimizer):
-        assert optimizer_summary(optimizer) == ("Adam", 1e-4, (0.5, 0.9))
+        assert optimizer_summary(optimizer) == ("Adam", 1e-3, (0.0, 0.9))
     engine = engine_with(spec("adversarial(loss = wgan)"))
     assert engine.critic_steps == 5 and engine.clip == 0.01 and engine.penalty == 0.0
     assert optimizer_summary(engine.critic_optimizer) == ("RMSprop", 5e-5, None)
     engine = engine_with(spec("adversarial"))
     assert engine.loss.name == "non_saturating" and engine.critic_steps == 1
     assert optimizer_summary(engine.generator_optimizer) == ("Adam", adv.DEFAULT_LR, (0.5, 0.9))
-    engine = engine_with(spec("adversarial(loss = wgan_gp)"), lr=3e-3)  # --lr replaces the paper's step
-    assert optimizer_summary(engine.critic_optimizer) == ("Adam", 3e-3, (0.5, 0.9))
+    engine = engine_with(spec("adversarial(loss = wgan_gp)"), lr=3e-3)  # --lr replaces the default step
+    assert optimizer_summary(engine.critic_optimizer) == ("Adam", 3e-3, (0.0, 0.9))
     engine = engine_with(spec("adversarial(loss = f_gan(divergence = reverse_kl))",
                               ", optimizer = sgd(lr = 0.01), critic_optimizer = adam(lr = 0.002)"))
     assert engine.loss.divergence == "reverse_kl" and engine.penalty == 0.0

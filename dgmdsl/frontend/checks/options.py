@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from .. import ast as A
 from .. import errors as E
-from ..catalog import DATASETS
+from ..catalog import DATASETS, FAMILY_FIT_OPTIONS
 from ..options_schema import (DATASET_SCHEMAS, FIT_KEYS, METHODS, SAMPLE_KEYS, SAMPLE_METHODS, OneOf,
                               validate)
 from ..values import CallValue, Sym, to_value
 from .context import Context
 
-__all__ = ["check_blocks"]
+__all__ = ["check_blocks", "check_family_options"]
 
 
 def check_blocks(ctx: Context) -> tuple[dict, dict]:
@@ -33,6 +33,23 @@ def check_blocks(ctx: Context) -> tuple[dict, dict]:
             out[block.kind][opt.key] = value
             _check_value(ctx, block.kind, opt, value, keys[opt.key])
     return out["fit"], out["sample"]
+
+
+def check_family_options(ctx: Context, family: str) -> None:
+    """Fit options the model's family would not read (an EMA where no net keeps one, a
+    critic optimizer without a critic) are errors rather than silently ignored."""
+    for block in ctx.model.of_type(A.OptionBlock):
+        if block.kind != "fit":
+            continue
+        for opt in block.options:
+            families = FAMILY_FIT_OPTIONS.get(opt.key)
+            if families is not None and family not in families:
+                ctx.error(E.unsupported(opt.key_span, f"fit option '{opt.key}' does not apply to a {family} model",
+                                        f"'{opt.key}' is read by {_listed(families)} models; remove it"))
+
+
+def _listed(names: tuple[str, ...]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _check_value(ctx: Context, kind: str, opt: A.Option, value, schema) -> None:

@@ -100,10 +100,11 @@ def main() -> None:
     parser.add_argument("--beta1", type=float, default=0.0)
     parser.add_argument("--cosine", action="store_true")
     parser.add_argument("--report-every", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     data = torch.from_numpy(toy_dataset("grid_25_gaussians", n=50_000, seed=0)["x"])
-    loss = train(data, args.steps, args.batch_size, lr=args.lr, beta1=args.beta1, cosine=args.cosine,
+    loss = train(data, args.steps, args.batch_size, seed=args.seed, lr=args.lr, beta1=args.beta1, cosine=args.cosine,
                  report_every=args.report_every)
     print(f"final generator loss {loss:.4f}")
 

@@ -130,6 +130,8 @@ def cmd_fit(args) -> int:
                 "note"):
         if result.get(key) is not None:
             print(f"  {key}: {result[key]}")
+    for name, optimizer in (result.get("optimizers") or {}).items():
+        print(f"  {name}: {optimizer}")
     if "posterior" in result:
         _print_posterior(result["posterior"])
     print(f"run directory: {run.path}")

@@ -10,7 +10,8 @@ from torch import nn
 
 from ..runtime.loop import LoopConfig, run_loop
 
-__all__ = ["TrainSettings", "Engine", "GradientEngine", "make_optimizer", "per_process_batch"]
+__all__ = ["TrainSettings", "Engine", "GradientEngine", "describe_optimizers", "make_optimizer",
+           "per_process_batch"]
 
 
 @dataclass
@@ -50,6 +51,19 @@ def make_optimizer(params, spec: tuple[str, dict]) -> torch.optim.Optimizer:
     if name == "rmsprop":
         return torch.optim.RMSprop(params, **opts)
     raise ValueError(f"unknown optimizer {name!r}")
+
+
+def describe_optimizers(engine) -> dict[str, str]:
+    """The optimizers an engine built, by attribute name, as `Adam(lr=0.001, betas=(0.0, 0.9))`:
+    what the defaults resolved to, for the run's record (before a schedule moves the rate)."""
+    described = {}
+    for name, value in sorted(vars(engine).items()):
+        if isinstance(value, torch.optim.Optimizer):
+            group = value.param_groups[0]
+            options = [f"lr={group['lr']:g}"] + [f"{key}={group[key]}" for key in ("betas", "momentum")
+                                                 if group.get(key)]
+            described[name] = f"{type(value).__name__}({', '.join(options)})"
+    return described
 
 
 def per_process_batch(s: TrainSettings) -> int:

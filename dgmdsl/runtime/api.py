@@ -12,7 +12,7 @@ import torch
 from ..families import build_model
 from ..frontend.values import CallValue, Sym
 from ..inference import get_engine
-from ..inference.base import TrainSettings
+from ..inference.base import TrainSettings, describe_optimizers
 from .checkpoint import load_checkpoint
 from .datasets import DataSource, load_split, parse_data_option, resolve_source
 from .device import resolve_device
@@ -191,6 +191,7 @@ def fit_model(model, *, data=None, data_dir=None, epochs=None, max_steps=None, b
     run_dir, resume_state = _run_dir(model, settings, source, dev, out, resume, overwrite, placement.rank, data_dir)
     engine = _engine(model.checked.method.name)(compiled, settings)
     engine.heldout = heldout
+    optimizers = describe_optimizers(engine)
     if placement.distributed and not hasattr(engine, "train_step"):
         raise RuntimeUserError(f"{model.checked.method.name} does not train by minibatch gradient, so it "
                                "cannot be split over processes", hint="run it without --nproc / torchrun")
@@ -201,6 +202,8 @@ def fit_model(model, *, data=None, data_dir=None, epochs=None, max_steps=None, b
         _save_state(run_dir, engine)
     else:
         result = engine.fit(tensors, run_dir if placement.rank == 0 else None, resume_state, dev)
+    if optimizers:
+        result = {**result, "optimizers": optimizers}
     if placement.rank == 0:
         run_dir.write_json("fit_result.json", result)
     return FittedRun(model, compiled, engine, run_dir, data_source=source, data_dir=data_dir, fit_result=result)

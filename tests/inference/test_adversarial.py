@@ -46,6 +46,10 @@ def test_max_steps_counts_generator_updates_each_after_k_critic_updates(tmp_path
     assert adam_steps(run.engine.generator_optimizer) == {4}
     assert adam_steps(run.engine.critic_optimizer) == {12}
     assert seen == [8] * 12  # every critic update sees its own batch of batch_size rows
+    # the run records what the defaults resolved to, before a schedule moves the rate
+    recorded = json.loads((tmp_path / "run" / "fit_result.json").read_text())["optimizers"]
+    assert recorded == {"critic_optimizer": "Adam(lr=0.001, betas=(0.0, 0.9))",
+                        "generator_optimizer": "Adam(lr=0.001, betas=(0.0, 0.9))"}
 
 
 def test_wgan_clipping_keeps_critic_weights_within_the_bound(tmp_path):

@@ -4,7 +4,6 @@ Rank 0 alone logs, shows progress and writes checkpoints (see runtime/loop.py)."
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 
 import torch
@@ -57,20 +56,26 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(local_rank: int, world_size: int, port: int, fn, args: tuple) -> None:
+    # the launcher hosts the rendezvous store (as torchrun's agent does): every worker
+    # connects to it as a client
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(local_rank),
-                       "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(world_size)})
+                       "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(world_size),
+                       "TORCHELASTIC_USE_AGENT_STORE": "True"})
     fn(*args)
 
 
 def spawn(nproc: int, fn, *args) -> None:
-    """Run fn(*args) in nproc local processes joined on a free loopback port."""
-    import torch.multiprocessing as mp
+    """Run fn(*args) in nproc local processes joined through a store this process hosts.
 
-    mp.spawn(_worker, args=(nproc, _free_port(), fn, args), nprocs=nproc, join=True)
+    The store binds port 0 and keeps the socket, so no other program can take the port
+    between picking it and binding it (picking a free port and closing it raced with
+    concurrent launches)."""
+    import torch.multiprocessing as mp
+    from torch.distributed import TCPStore
+
+    store = TCPStore("127.0.0.1", 0, nproc, is_master=True, wait_for_workers=False)
+    try:
+        mp.spawn(_worker, args=(nproc, store.port, fn, args), nprocs=nproc, join=True)
+    finally:
+        del store

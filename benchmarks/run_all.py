@@ -81,8 +81,7 @@ def table(rows: list[dict], mode: str) -> str:
     lines = [HEADER, f"Mode: {mode}.\n", "| family | model | figure | value | target | details | machine |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        value = r["value"]
-        value = f"{value:.4g}" if isinstance(value, float) else str(value)
+        value = _short(r["value"])
         details = ", ".join(f"{k} {_short(v)}" for k, v in r.items() if k not in COLUMNS)
         lines.append(f"| {r['family']} | {r['model']} | {r['metric']} | {value} | {r['target']} | {details} | "
                      f"{r['machine']} |")

@@ -74,8 +74,5 @@ def spawn(nproc: int, fn, *args) -> None:
     import torch.multiprocessing as mp
     from torch.distributed import TCPStore
 
-    store = TCPStore("127.0.0.1", 0, nproc, is_master=True, wait_for_workers=False)
-    try:
-        mp.spawn(_worker, args=(nproc, store.port, fn, args), nprocs=nproc, join=True)
-    finally:
-        del store
+    store = TCPStore("127.0.0.1", 0, nproc, is_master=True, wait_for_workers=False)  # lives until we return
+    mp.spawn(_worker, args=(nproc, store.port, fn, args), nprocs=nproc, join=True)

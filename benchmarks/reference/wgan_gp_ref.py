@@ -8,9 +8,11 @@ gradient penalty (lambda = 10) on interpolates; then one generator update.
 
 Usage: python benchmarks/reference/wgan_gp_ref.py --steps N --batch-size B
 
-Probe options (quality, not the speed benchmark): --lr, --beta1, --cosine (decay both
-steps to 0 over the run) and --report-every K (modes covered and high-quality fraction
-of 2000 samples every K steps; benchmarks/results/gan-wgan_gp-optimizer-probe.log).
+Probe options (quality, not the speed benchmark): --lr, --beta1, --beta2, --critic-lr,
+--critic-beta1, --cosine (decay both steps to 0 over the run), --critic-warmup N (100
+critic updates for each of the first N generator updates, as the original WGAN code) and
+--report-every K (modes covered and high-quality fraction of 2000 samples every K steps;
+benchmarks/results/gan-wgan_gp-optimizer-probe.log, gan-wgan_gp-lockon-probe.log).
 """
 from __future__ import annotations
 
@@ -26,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # data loading onl
 
 from dgmdsl.data import toy_dataset  # noqa: E402
 
-__all__ = ["mlp", "penalty", "train", "main"]
+__all__ = ["mlp", "penalty", "train", "critic_updates", "main"]
 
 LATENT, HIDDEN, CRITIC_STEPS, LAMBDA = 16, [256, 256], 5, 10.0
+WARMUP_CRITIC_STEPS = 100  # --critic-warmup: critic updates per generator update
 
 
 def mlp(n_in: int, n_out: int, hidden: list[int]) -> nn.Sequential:
@@ -47,28 +50,29 @@ def penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.
 
 
 def train(data: torch.Tensor, steps: int, batch_size: int, seed: int = 0, lr: float = 1e-3,
-          beta1: float = 0.0, cosine: bool = False, report_every: int = 0) -> float:
+          beta1: float = 0.0, cosine: bool = False, report_every: int = 0, beta2: float = 0.9,
+          critic_lr: float | None = None, critic_beta1: float | None = None, critic_warmup: int = 0) -> float:
     G, D = mlp(LATENT, 2, HIDDEN), mlp(2, 1, HIDDEN)
-    g_opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(beta1, 0.9))
-    d_opt = torch.optim.Adam(D.parameters(), lr=lr, betas=(beta1, 0.9))
+    critic_lr = lr if critic_lr is None else critic_lr
+    g_opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(beta1, beta2))
+    d_opt = torch.optim.Adam(D.parameters(), lr=critic_lr,
+                             betas=(beta1 if critic_beta1 is None else critic_beta1, beta2))
     rows = CRITIC_STEPS * batch_size
     generator = torch.Generator().manual_seed(seed)
     order, position, g_loss = torch.randperm(len(data), generator=generator), 0, torch.zeros(())
     for step in range(steps):
         if cosine:
-            for group in (*g_opt.param_groups, *d_opt.param_groups):
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        if position + rows > len(data):
-            order, position = torch.randperm(len(data), generator=generator), 0
-        batch = data[order[position:position + rows]]
-        position += rows
-        for real in batch.split(batch_size):
-            with torch.no_grad():
-                fake = G(torch.randn(len(real), LATENT))
-            d_loss = D(fake).mean() - D(real).mean() + LAMBDA * penalty(D, real, fake)
-            d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_opt.step()
+            decay = 0.5 * (1 + math.cos(math.pi * step / steps))
+            for group in g_opt.param_groups:
+                group["lr"] = lr * decay
+            for group in d_opt.param_groups:
+                group["lr"] = critic_lr * decay
+        for _ in range(WARMUP_CRITIC_STEPS // CRITIC_STEPS if step < critic_warmup else 1):
+            if position + rows > len(data):
+                order, position = torch.randperm(len(data), generator=generator), 0
+            batch = data[order[position:position + rows]]
+            position += rows
+            critic_updates(G, D, d_opt, batch.split(batch_size))
         for p in D.parameters():
             p.requires_grad_(False)
         g_loss = -D(G(torch.randn(batch_size, LATENT))).mean()
@@ -80,6 +84,16 @@ def train(data: torch.Tensor, steps: int, batch_size: int, seed: int = 0, lr: fl
         if report_every and (step + 1) % report_every == 0:
             report(G, step + 1)
     return float(g_loss.detach())
+
+
+def critic_updates(G: nn.Module, D: nn.Module, d_opt: torch.optim.Optimizer, reals) -> None:
+    for real in reals:
+        with torch.no_grad():
+            fake = G(torch.randn(len(real), LATENT))
+        d_loss = D(fake).mean() - D(real).mean() + LAMBDA * penalty(D, real, fake)
+        d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_opt.step()
 
 
 @torch.no_grad()
@@ -98,6 +112,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--beta1", type=float, default=0.0)
+    parser.add_argument("--beta2", type=float, default=0.9)
+    parser.add_argument("--critic-lr", type=float, default=None, help="default: --lr")
+    parser.add_argument("--critic-beta1", type=float, default=None, help="default: --beta1")
+    parser.add_argument("--critic-warmup", type=int, default=0)
     parser.add_argument("--cosine", action="store_true")
     parser.add_argument("--report-every", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
@@ -105,7 +123,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     data = torch.from_numpy(toy_dataset("grid_25_gaussians", n=50_000, seed=0)["x"])
     loss = train(data, args.steps, args.batch_size, seed=args.seed, lr=args.lr, beta1=args.beta1, cosine=args.cosine,
-                 report_every=args.report_every)
+                 report_every=args.report_every, beta2=args.beta2, critic_lr=args.critic_lr,
+                 critic_beta1=args.critic_beta1, critic_warmup=args.critic_warmup)
     print(f"final generator loss {loss:.4f}")
 
 

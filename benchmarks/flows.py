@@ -112,6 +112,10 @@ def distillation(workdir: Path, max_steps: int | None, n_samples: int) -> None:
 
 
 def speed(n_steps: int, repeats: int, threads: int, batch_size: int = 128) -> None:
+    # A step here costs ~2 ms: with N = 1000 the N-step difference (~2 s) was within the
+    # processes' start-up jitter (realnvp read 1.06 to 1.40 from run to run). At 2 threads
+    # these tiny ops still vary between processes; benchmarks/results/flows-realnvp-ab.log
+    # compares the step in one process, one thread, best of several timings.
     reference = ROOT / "benchmarks" / "reference" / "flow_ref.py"
     speed_against_reference("flow", ("realnvp", "maf"), SPECS, reference, n_steps, repeats, threads, batch_size)
 
@@ -137,7 +141,7 @@ def main() -> None:
             if not args.skip_distill:
                 distillation(workdir, 500 if args.quick else None, 5000 if args.quick else 50_000)
         if not args.skip_speed:
-            speed(400 if args.quick else 1000, 3 if args.quick else 5, args.threads)
+            speed(400 if args.quick else 4000, 3, args.threads)
     print(f"total time {time.perf_counter() - start:.0f} s")
 
 

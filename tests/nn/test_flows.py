@@ -217,3 +217,60 @@ def test_direct_affine_path_equals_pyros_transform_call(kind):
                                 (layer.inverse(z), apply_pyro(transform, z, inverse=not reverse))):
             assert torch.allclose(direct[0], generic[0], atol=1e-6)
             assert torch.allclose(direct[1], generic[1], atol=1e-6)
+
+
+def test_affine_split_coupling_equals_pyros_affine_coupling():
+    """The plain-torch RealNVP layer against Pyro's AffineCoupling on the same net:
+    values, log-dets and gradients, the log-scale clip included (a scaled-up net
+    drives some log-scales past [-5, 3])."""
+    from pyro.distributions.transforms import AffineCoupling
+
+    from dgmdsl.nn.flows.base import apply_pyro
+    from dgmdsl.nn.flows.coupling import AffineSplitCoupling, SplitHead
+    from dgmdsl.nn.mlp import MLP
+    torch.manual_seed(0)
+    net = MLP(2, 6, hidden=[16])
+    with torch.no_grad():
+        net[-1].weight.mul_(20.0)
+    ours = AffineSplitCoupling(net, n_kept=2, n_moved=3)
+    pyros = AffineCoupling(2, SplitHead(net, [3, 3]))
+    z = torch.randn(64, 5)
+    raw_log_scale = net(z[:, :2])[:, 3:]
+    assert (raw_log_scale > 3).any() and (raw_log_scale < -5).any()  # the clip binds
+    for inverse in (False, True):
+        net.zero_grad()
+        out, log_det = ours.inverse(z) if inverse else ours(z)
+        (out.sum() + log_det.sum()).backward()
+        ours_grads = [p.grad.clone() for p in net.parameters()]
+        net.zero_grad()
+        ref_out, ref_log_det = apply_pyro(pyros, z, inverse=inverse)
+        (ref_out.sum() + ref_log_det.sum()).backward()
+        assert torch.allclose(out, ref_out, atol=1e-5) and torch.allclose(log_det, ref_log_det, atol=1e-5)
+        for mine, theirs in zip(ours_grads, (p.grad for p in net.parameters())):
+            assert torch.allclose(mine, theirs, rtol=1e-5, atol=1e-5)
+    x, forward_log_det = ours(z)
+    back, inverse_log_det = ours.inverse(x)
+    assert torch.allclose(back, z, atol=1e-4) and torch.allclose(forward_log_det, -inverse_log_det)
+
+
+def test_permutation_reversal_is_a_flip_and_volume_preserving_layers_are_skipped():
+    from dgmdsl.nn.flows.coupling import AdditiveSplitCoupling, MaskedCoupling
+    from dgmdsl.nn.flows.linear import Permutation
+    from dgmdsl.nn.flows.stack import FlowStack
+    from dgmdsl.nn.mlp import MLP
+    z = torch.randn(7, 3, requires_grad=True)
+    reverse, cycle = Permutation([2, 1, 0]), Permutation([1, 2, 0])
+    assert reverse.reversal and not cycle.reversal
+    for layer in (reverse, cycle):
+        x, log_det = layer(z)
+        assert torch.equal(x, z[..., layer.permutation]) and torch.equal(log_det, torch.zeros(7))
+        assert torch.equal(layer.inverse(x)[0], z)
+    (reverse(z)[0] * torch.arange(3.0)).sum().backward()
+    assert torch.equal(z.grad, torch.arange(3.0).flip(0).expand(7, 3))
+    additive = MaskedCoupling(AdditiveSplitCoupling(MLP(2, 1, hidden=[4]), 2), [0, 2], [1])
+    assert additive.volume_preserving and reverse.volume_preserving
+    stack = FlowStack([reverse, additive, cycle], dim=3)
+    x, log_det = stack(z.detach())
+    back, inverse_log_det = stack.inverse(x)
+    assert torch.allclose(back, z.detach(), atol=1e-6)
+    assert torch.equal(log_det, torch.zeros(7)) and torch.equal(inverse_log_det, torch.zeros(7))

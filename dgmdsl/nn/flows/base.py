@@ -18,6 +18,7 @@ class FlowLayer(nn.Module):
 
     fast_density = True  # inverse (x -> z) is a single pass
     fast_sampling = True  # forward (z -> x) is a single pass
+    volume_preserving = False  # True: the log-det is always 0 (a stack skips adding it)
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError

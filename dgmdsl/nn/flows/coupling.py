@@ -10,15 +10,17 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from pyro.distributions.transforms import AffineCoupling, ConditionalSpline
+from pyro.distributions.transforms import ConditionalSpline
+from pyro.distributions.transforms.utils import clamp_preserve_gradients
 from torch import Tensor, nn
 
-from .base import FlowLayer, PyroBijection, apply_pyro
+from .base import FlowLayer, apply_pyro
 
 __all__ = [
     "SplitHead",
     "AdditiveSplitCoupling",
     "SplineSplitCoupling",
+    "AffineSplitCoupling",
     "affine_split_coupling",
     "MaskedCoupling",
 ]
@@ -38,6 +40,8 @@ class SplitHead(nn.Module):
 
 class AdditiveSplitCoupling(FlowLayer):
     """NICE: `[a, b] -> [a, b + t(a)]`; volume preserving (log-det exactly 0)."""
+
+    volume_preserving = True
 
     def __init__(self, shift_net: nn.Module, n_kept: int) -> None:
         super().__init__()
@@ -82,12 +86,42 @@ class SplineSplitCoupling(FlowLayer):
         return self._run(x, inverse=True)
 
 
-def affine_split_coupling(net: nn.Module, n_kept: int, n_moved: int) -> PyroBijection:
-    """RealNVP: Pyro's `AffineCoupling`, `[a, b] -> [a, exp(s(a)) * b + m(a)]`.
+class AffineSplitCoupling(FlowLayer):
+    """RealNVP: `[a, b] -> [a, exp(s(a)) * b + m(a)]` with `(m, s) = net(a)`.
 
-    Pyro clips s to [-5, 3] (values only; gradients pass through).
+    Pyro's `AffineCoupling` in plain torch: the same net layout (shift, then log-scale)
+    and the same clip of s to [-5, 3] in value only (gradients pass as through the
+    identity). Pyro's transform machinery around it (caches, reshapes, the Module
+    attribute for the cached scale, the split head) cost about a fifth of a RealNVP
+    training step on 2-D data; tests hold this layer to Pyro's with the same net.
     """
-    return PyroBijection(AffineCoupling(n_kept, SplitHead(net, [n_moved, n_moved])))
+
+    LOG_SCALE_MIN, LOG_SCALE_MAX = -5.0, 3.0  # Pyro's AffineCoupling defaults
+
+    def __init__(self, net: nn.Module, n_kept: int, n_moved: int) -> None:
+        super().__init__()
+        self.net = net
+        self.n_kept = n_kept
+        self.n_moved = n_moved
+
+    def _shift_log_scale(self, kept: Tensor) -> tuple[Tensor, Tensor]:
+        shift, log_scale = self.net(kept).split([self.n_moved, self.n_moved], dim=-1)
+        return shift, clamp_preserve_gradients(log_scale, self.LOG_SCALE_MIN, self.LOG_SCALE_MAX)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        kept, moved = z[..., : self.n_kept], z[..., self.n_kept :]
+        shift, log_scale = self._shift_log_scale(kept)
+        return torch.cat([kept, moved * log_scale.exp() + shift], dim=-1), log_scale.sum(-1)
+
+    def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        kept, moved = x[..., : self.n_kept], x[..., self.n_kept :]
+        shift, log_scale = self._shift_log_scale(kept)
+        return torch.cat([kept, (moved - shift) * torch.exp(-log_scale)], dim=-1), -log_scale.sum(-1)
+
+
+def affine_split_coupling(net: nn.Module, n_kept: int, n_moved: int) -> AffineSplitCoupling:
+    """RealNVP's coupling; `net` maps the n_kept first coordinates to 2 n_moved outputs."""
+    return AffineSplitCoupling(net, n_kept, n_moved)
 
 
 class MaskedCoupling(FlowLayer):
@@ -103,6 +137,7 @@ class MaskedCoupling(FlowLayer):
         self.register_buffer("order", order, persistent=False)
         self.register_buffer("unorder", torch.argsort(order), persistent=False)
         self.transformed = tuple(transformed)
+        self.volume_preserving = inner.volume_preserving
         # kept-first masks (`alternate` on 2-D, halves) need no gather and scatter
         self.identity = bool(torch.equal(order, torch.arange(len(order))))
 

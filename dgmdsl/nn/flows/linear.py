@@ -33,20 +33,24 @@ class Permutation(FlowLayer):
     code. Plain indexing with the inverse index kept as a buffer costs nothing extra.
     """
 
+    volume_preserving = True
+
     def __init__(self, permutation: Sequence[int]) -> None:
         super().__init__()
         index = torch.tensor(list(permutation), dtype=torch.long)
         self.register_buffer("permutation", index, persistent=False)
         self.register_buffer("inverse_permutation", torch.argsort(index), persistent=False)
+        # `permute(reverse)`: a flip, whose backward is one flip, not a scatter into zeros
+        self.reversal = bool(torch.equal(index, torch.arange(len(index) - 1, -1, -1)))
 
     def to_pyro(self) -> Permute:
         return Permute(self.permutation, cache_size=0)
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return z[..., self.permutation], z.new_zeros(z.shape[:-1])
+        return (z.flip(-1) if self.reversal else z[..., self.permutation]), z.new_zeros(z.shape[:-1])
 
     def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return x[..., self.inverse_permutation], x.new_zeros(x.shape[:-1])
+        return (x.flip(-1) if self.reversal else x[..., self.inverse_permutation]), x.new_zeros(x.shape[:-1])
 
 
 class LULinear(FlowLayer):

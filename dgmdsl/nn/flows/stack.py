@@ -34,7 +34,8 @@ class FlowStack(FlowLayer):
         log_det = z.new_zeros(z.shape[:-1])
         for layer in self.layers:
             z, layer_log_det = layer(z)
-            log_det = log_det + layer_log_det
+            if not layer.volume_preserving:
+                log_det = log_det + layer_log_det
         return z, log_det
 
     def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -42,7 +43,8 @@ class FlowStack(FlowLayer):
         log_det = x.new_zeros(x.shape[:-1])
         for layer in reversed(self.layers):
             x, layer_log_det = layer.inverse(x)
-            log_det = log_det + layer_log_det
+            if not layer.volume_preserving:
+                log_det = log_det + layer_log_det
         return x, log_det
 
     def log_prob(self, x: Tensor, base_log_prob: Callable[[Tensor], Tensor]) -> Tensor:

@@ -13,7 +13,7 @@ from ..families import build_model
 from ..frontend.values import CallValue, Sym
 from ..inference import get_engine
 from ..inference.base import TrainSettings, describe_optimizers
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_trainable_state
 from .datasets import DataSource, load_split, parse_data_option, resolve_source
 from .device import resolve_device
 from .errors import RuntimeUserError
@@ -293,7 +293,7 @@ def open_run(path, device: str = "auto", data_dir=None) -> FittedRun:
     if not run.has_checkpoint:
         raise RuntimeUserError(f"{path} has no checkpoint", hint="its fit did not finish a step; fit it again")
     state = load_checkpoint(run.checkpoint_path, map_location=dev)
-    engine.load_state_dict(state["trainable"])
+    load_trainable_state(engine, state["trainable"], run.checkpoint_path)
     compiled.eval()
     return FittedRun(model, compiled, engine, run, data_source=DataSource.from_json(config["data"]),
                      data_dir=data_dir or config.get("data_dir"))

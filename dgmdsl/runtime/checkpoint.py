@@ -23,6 +23,7 @@ __all__ = [
     "atomic_open",
     "save_checkpoint",
     "load_checkpoint",
+    "load_trainable_state",
     "capture_rng_state",
     "restore_rng_state",
     "save_weights_safetensors",
@@ -130,6 +131,20 @@ def load_checkpoint(
             f"cannot read checkpoint {source}: expected a dictionary, found {type(state).__name__}"
         )
     return state
+
+
+def load_trainable_state(trainable: Any, state: Mapping[str, Any], source: str | os.PathLike[str]) -> None:
+    """`trainable.load_state_dict(state)`, a mismatch reported as the user's error: the
+    checkpoint was written for another model (an edited spec, another dgmdsl version)."""
+    try:
+        trainable.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as error:
+        detail = " ".join(str(error).split())  # torch lists the keys on later lines
+        detail = detail if len(detail) <= 200 else detail[:197] + "..."
+        raise RuntimeUserError(
+            f"the checkpoint {source} does not fit the model its spec compiles to ({detail})",
+            hint="it was written for another spec or dgmdsl version; fit the spec again into a new --out",
+        ) from None
 
 
 def _first_line(error: BaseException, limit: int = 160) -> str:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import torch
 
 from dgmdsl.runtime.batches import EpochBatches
-from dgmdsl.runtime.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from dgmdsl.runtime.checkpoint import capture_rng_state, load_trainable_state, restore_rng_state, save_checkpoint
 from dgmdsl.runtime.early_stopping import EarlyStopping, early_stopping_for_loop
 from dgmdsl.runtime.errors import RuntimeUserError
 from dgmdsl.runtime.progress import Progress
@@ -350,7 +350,7 @@ def _resume(trainable: Trainable, checkpoint: dict[str, Any], layout: dict[str, 
                 f"cannot resume: the run was started with {key} = {saved.get(key)!r}, now {layout[key]!r}",
                 hint=f"resume with {needed} as the original run",
             )
-    trainable.load_state_dict(checkpoint["trainable"])
+    load_trainable_state(trainable, checkpoint["trainable"], "of the run being resumed")
     # Last, so that nothing done while restoring shifts the random stream.
     restore_rng_state(checkpoint["rng"])
     return LoopState.from_dict(saved)

@@ -274,3 +274,19 @@ def test_permutation_reversal_is_a_flip_and_volume_preserving_layers_are_skipped
     back, inverse_log_det = stack.inverse(x)
     assert torch.allclose(back, z.detach(), atol=1e-6)
     assert torch.equal(log_det, torch.zeros(7)) and torch.equal(inverse_log_det, torch.zeros(7))
+
+
+def test_affine_split_coupling_loads_weights_saved_from_the_pyro_wrapped_layer():
+    from pyro.distributions.transforms import AffineCoupling
+
+    from dgmdsl.nn.flows.base import PyroBijection
+    from dgmdsl.nn.flows.coupling import AffineSplitCoupling, MaskedCoupling, SplitHead
+    from dgmdsl.nn.mlp import MLP
+    torch.manual_seed(0)
+    old = MaskedCoupling(PyroBijection(AffineCoupling(1, SplitHead(MLP(1, 2, hidden=[8]), [1, 1]))), [0], [1])
+    new = MaskedCoupling(AffineSplitCoupling(MLP(1, 2, hidden=[8]), 1, 1), [0], [1])
+    assert any(k.startswith("inner.transform.nn.net.") for k in old.state_dict())
+    new.load_state_dict(old.state_dict())
+    z = torch.randn(9, 2)
+    for mine, theirs in zip(new(z), old(z)):
+        assert torch.allclose(mine, theirs, atol=1e-6)

@@ -175,3 +175,22 @@ def test_resume_reuses_the_recorded_settings(tmp_path):
     straight = model.fit(max_steps=20, batch_size=16, lr=0.05, seed=3, out=tmp_path / "b", quiet=True, device="cpu")
     a, b = state(resumed), state(straight)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_that_does_not_fit_the_spec_is_a_user_error(tmp_path):
+    """Opening or resuming a run whose checkpoint lacks a weight of the compiled model
+    (an edited spec, another version) says so in one line, with no traceback."""
+    from dgmdsl.runtime.errors import RuntimeUserError
+    model = dgmdsl.loads(MIX)["Mix"]
+    model.fit(max_steps=3, out=tmp_path / "run", quiet=True, device="cpu")
+    path = tmp_path / "run" / "checkpoint.pt"
+    saved = torch.load(path, weights_only=True)
+    dropped = sorted(saved["trainable"]["model"])[0]
+    del saved["trainable"]["model"][dropped]
+    torch.save(saved, path)
+    with pytest.raises(RuntimeUserError, match=f"does not fit the model its spec compiles to .*{dropped}"):
+        dgmdsl.open_run(tmp_path / "run", device="cpu")
+    with pytest.raises(RuntimeUserError, match="checkpoint of the run being resumed does not fit"):
+        model.fit(max_steps=6, out=tmp_path / "run", resume=True, quiet=True, device="cpu")
+    out = dgm("eval", tmp_path / "run")
+    assert out.returncode != 0 and out.stderr.startswith("error: the checkpoint") and "Traceback" not in out.stderr

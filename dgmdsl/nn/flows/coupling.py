@@ -103,6 +103,7 @@ class AffineSplitCoupling(FlowLayer):
         self.net = net
         self.n_kept = n_kept
         self.n_moved = n_moved
+        self.register_load_state_dict_pre_hook(_rename_pyro_coupling_keys)
 
     def _shift_log_scale(self, kept: Tensor) -> tuple[Tensor, Tensor]:
         shift, log_scale = self.net(kept).split([self.n_moved, self.n_moved], dim=-1)
@@ -117,6 +118,14 @@ class AffineSplitCoupling(FlowLayer):
         kept, moved = x[..., : self.n_kept], x[..., self.n_kept :]
         shift, log_scale = self._shift_log_scale(kept)
         return torch.cat([kept, (moved - shift) * torch.exp(-log_scale)], dim=-1), -log_scale.sum(-1)
+
+
+def _rename_pyro_coupling_keys(module, state_dict, prefix, *_) -> None:
+    """Checkpoints written while this layer wrapped Pyro's AffineCoupling name the net
+    `transform.nn.net.*`: load them under `net.*`."""
+    old = prefix + "transform.nn.net."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[prefix + "net." + key[len(old):]] = state_dict.pop(key)
 
 
 def affine_split_coupling(net: nn.Module, n_kept: int, n_moved: int) -> AffineSplitCoupling:

@@ -139,8 +139,7 @@ def load_trainable_state(trainable: Any, state: Mapping[str, Any], source: str |
     try:
         trainable.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError) as error:
-        detail = " ".join(str(error).split())  # torch lists the keys on later lines
-        detail = detail if len(detail) <= 200 else detail[:197] + "..."
+        detail = _shorten(" ".join(str(error).split()), 200)  # torch lists the keys on later lines
         raise RuntimeUserError(
             f"the checkpoint {source} does not fit the model its spec compiles to ({detail})",
             hint="it was written for another spec or dgmdsl version; fit the spec again into a new --out",
@@ -149,7 +148,10 @@ def load_trainable_state(trainable: Any, state: Mapping[str, Any], source: str |
 
 def _first_line(error: BaseException, limit: int = 160) -> str:
     text = str(error).strip().splitlines()
-    line = text[0] if text else type(error).__name__
+    return _shorten(text[0] if text else type(error).__name__, limit)
+
+
+def _shorten(line: str, limit: int) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from .autoregressive import InverseAutoregressive, MaskedAutoregressive
 from .base import FlowLayer
-from .coupling import AdditiveSplitCoupling, MaskedCoupling, SplineSplitCoupling, affine_split_coupling
+from .coupling import AdditiveSplitCoupling, AffineSplitCoupling, MaskedCoupling, SplineSplitCoupling
 from .elementwise import ActNorm, BatchNormLayer, Logit, Scale, Sigmoid
 from .linear import LULinear, Permutation, random_order, reverse_order
 from .masks import AlternatingMask
@@ -91,7 +91,7 @@ def _additive(spec: LayerSpec, state: _BuildState, _: int) -> FlowLayer:
 def _affine(spec: LayerSpec, state: _BuildState, _: int) -> FlowLayer:
     kept, moved = _coupling(spec, state)
     net = state.make_net(spec.options.get("net"), len(kept), 2 * len(moved))
-    return MaskedCoupling(affine_split_coupling(net, len(kept), len(moved)), kept, moved)
+    return MaskedCoupling(AffineSplitCoupling(net, len(kept), len(moved)), kept, moved)
 
 
 def _spline(spec: LayerSpec, state: _BuildState, _: int) -> FlowLayer:

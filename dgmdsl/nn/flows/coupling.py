@@ -21,7 +21,6 @@ __all__ = [
     "AdditiveSplitCoupling",
     "SplineSplitCoupling",
     "AffineSplitCoupling",
-    "affine_split_coupling",
     "MaskedCoupling",
 ]
 
@@ -126,11 +125,6 @@ def _rename_pyro_coupling_keys(module, state_dict, prefix, *_) -> None:
     old = prefix + "transform.nn.net."
     for key in [k for k in state_dict if k.startswith(old)]:
         state_dict[prefix + "net." + key[len(old):]] = state_dict.pop(key)
-
-
-def affine_split_coupling(net: nn.Module, n_kept: int, n_moved: int) -> AffineSplitCoupling:
-    """RealNVP's coupling; `net` maps the n_kept first coordinates to 2 n_moved outputs."""
-    return AffineSplitCoupling(net, n_kept, n_moved)
 
 
 class MaskedCoupling(FlowLayer):

@@ -9,10 +9,12 @@ gradient penalty (lambda = 10) on interpolates; then one generator update.
 Usage: python benchmarks/reference/wgan_gp_ref.py --steps N --batch-size B
 
 Probe options (quality, not the speed benchmark): --lr, --beta1, --beta2, --critic-lr,
---critic-beta1, --cosine (decay both steps to 0 over the run), --critic-warmup N (100
+--critic-beta1, --generator-optimizer optimistic_adam (dgmdsl's OptimisticAdam for the
+generator, the critic keeping Adam), --cosine (decay both steps to 0 over the run), --critic-warmup N (100
 critic updates for each of the first N generator updates, as the original WGAN code) and
 --report-every K (modes covered and high-quality fraction of 2000 samples every K steps;
-benchmarks/results/gan-wgan_gp-optimizer-probe.log, gan-wgan_gp-lockon-probe.log).
+benchmarks/results/gan-wgan_gp-optimizer-probe.log, gan-wgan_gp-lockon-probe.log,
+gan-wgan_gp-dynamics-probe.log).
 """
 from __future__ import annotations
 
@@ -51,10 +53,15 @@ def penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.
 
 def train(data: torch.Tensor, steps: int, batch_size: int, seed: int = 0, lr: float = 1e-3,
           beta1: float = 0.0, cosine: bool = False, report_every: int = 0, beta2: float = 0.9,
-          critic_lr: float | None = None, critic_beta1: float | None = None, critic_warmup: int = 0) -> float:
+          critic_lr: float | None = None, critic_beta1: float | None = None, critic_warmup: int = 0,
+          generator_optimizer: str = "adam") -> float:
     G, D = mlp(LATENT, 2, HIDDEN), mlp(2, 1, HIDDEN)
     critic_lr = lr if critic_lr is None else critic_lr
-    g_opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(beta1, beta2))
+    if generator_optimizer == "optimistic_adam":
+        from dgmdsl.numerics.optimistic_adam import OptimisticAdam
+        g_opt = OptimisticAdam(G.parameters(), lr=lr, betas=(beta1, beta2))
+    else:
+        g_opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(beta1, beta2))
     d_opt = torch.optim.Adam(D.parameters(), lr=critic_lr,
                              betas=(beta1 if critic_beta1 is None else critic_beta1, beta2))
     rows = CRITIC_STEPS * batch_size
@@ -116,6 +123,7 @@ def main() -> None:
     parser.add_argument("--critic-lr", type=float, default=None, help="default: --lr")
     parser.add_argument("--critic-beta1", type=float, default=None, help="default: --beta1")
     parser.add_argument("--critic-warmup", type=int, default=0)
+    parser.add_argument("--generator-optimizer", choices=("adam", "optimistic_adam"), default="adam")
     parser.add_argument("--cosine", action="store_true")
     parser.add_argument("--report-every", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
@@ -124,7 +132,8 @@ def main() -> None:
     data = torch.from_numpy(toy_dataset("grid_25_gaussians", n=50_000, seed=0)["x"])
     loss = train(data, args.steps, args.batch_size, seed=args.seed, lr=args.lr, beta1=args.beta1, cosine=args.cosine,
                  report_every=args.report_every, beta2=args.beta2, critic_lr=args.critic_lr,
-                 critic_beta1=args.critic_beta1, critic_warmup=args.critic_warmup)
+                 critic_beta1=args.critic_beta1, critic_warmup=args.critic_warmup,
+                 generator_optimizer=args.generator_optimizer)
     print(f"final generator loss {loss:.4f}")
 
 

@@ -26,12 +26,15 @@ class Num:
     low: float | None = None          # inclusive
     high: float | None = None         # inclusive
     positive: bool = False            # strictly > 0
+    below: float | None = None        # exclusive upper bound
 
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a number"
         if self.positive:
             kind = "a positive " + kind.split(" ", 1)[1]
-        if self.low is not None and self.high is not None:
+        if self.low is not None and self.below is not None:
+            kind += f" in [{self.low:g}, {self.below:g})"
+        elif self.low is not None and self.high is not None:
             kind += f" in [{self.low:g}, {self.high:g}]"
         elif self.low is not None:
             kind += f" >= {self.low:g}"
@@ -107,6 +110,8 @@ def _validate_num(schema: Num, value, span: Span, what: str) -> Iterator[Diagnos
     if ok and schema.low is not None and value < schema.low:
         ok = False
     if ok and schema.high is not None and value > schema.high:
+        ok = False
+    if ok and schema.below is not None and value >= schema.below:
         ok = False
     if not ok:
         yield E.bad_option(span, f"{what} must be {schema.describe()}, got {_show(value)}")
@@ -185,6 +190,7 @@ NONNEG_INT = Num(integer=True, low=0)
 POS = Num(positive=True)
 NONNEG = Num(low=0)
 PROB = Num(low=0, high=1)
+DECAY = Num(low=0, below=1)  # a moment's decay rate: torch refuses 1
 
 LANGEVIN = Ctor("langevin", {"steps": POS_INT, "step_size": POS}, ("steps", "step_size"))
 MH = Ctor("mh", {"steps": POS_INT, "proposal_scale": POS}, ("steps", "proposal_scale"))
@@ -233,7 +239,8 @@ SAMPLE_METHODS: dict[str, Ctor] = {c.name: c for c in [
 
 _OPT_COMMON = {"lr": POS, "weight_decay": NONNEG}
 OPTIMIZERS = OneOf(tuple(Ctor(n, {**_OPT_COMMON, **extra}, ("lr",)) for n, extra in [
-    ("adam", {"beta1": PROB, "beta2": PROB}), ("adamw", {"beta1": PROB, "beta2": PROB}),
+    ("adam", {"beta1": DECAY, "beta2": DECAY}), ("adamw", {"beta1": DECAY, "beta2": DECAY}),
+    ("optimistic_adam", {"beta1": DECAY, "beta2": DECAY}),  # extension (docs/decisions.md)
     ("sgd", {"momentum": PROB}), ("rmsprop", {"momentum": PROB}),
 ]))
 

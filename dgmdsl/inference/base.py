@@ -40,12 +40,16 @@ class TrainSettings:
 
 def make_optimizer(params, spec: tuple[str, dict]) -> torch.optim.Optimizer:
     name, options = spec
-    opts = dict(options)
+    # a spec's `beta1 = 0` arrives as an int, which torch's Adam refuses next to a float
+    opts = {key: float(value) if isinstance(value, int) else value for key, value in options.items()}
     betas = (opts.pop("beta1", 0.9), opts.pop("beta2", 0.999))
     if name == "adam":
         return torch.optim.Adam(params, betas=betas, **opts)
     if name == "adamw":
         return torch.optim.AdamW(params, betas=betas, **opts)
+    if name == "optimistic_adam":
+        from ..numerics.optimistic_adam import OptimisticAdam
+        return OptimisticAdam(params, betas=betas, **opts)
     if name == "sgd":
         return torch.optim.SGD(params, **opts)
     if name == "rmsprop":

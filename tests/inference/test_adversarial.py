@@ -89,6 +89,10 @@ def test_loss_defaults_and_spec_optimizers():
     assert engine.loss.divergence == "reverse_kl" and engine.penalty == 0.0
     assert optimizer_summary(engine.generator_optimizer) == ("SGD", 0.01, None)
     assert optimizer_summary(engine.critic_optimizer) == ("Adam", 0.002, (0.9, 0.999))
+    engine = engine_with(spec("adversarial(loss = wgan_gp)", ", optimizer = optimistic_adam(lr = 0.002, beta1 = 0),"
+                                                              " critic_optimizer = adam(lr = 0.001, beta1 = 0)"))
+    assert optimizer_summary(engine.generator_optimizer) == ("OptimisticAdam", 0.002, (0.0, 0.999))
+    assert optimizer_summary(engine.critic_optimizer) == ("Adam", 0.001, (0.0, 0.999))
     generator = {id(p) for g in engine.generator_optimizer.param_groups for p in g["params"]}
     critic = {id(p) for g in engine.critic_optimizer.param_groups for p in g["params"]}
     assert critic == {id(p) for p in engine.model.critic.parameters()} and not generator & critic
@@ -113,8 +117,9 @@ def test_metrics_log_both_losses_and_the_estimate(tmp_path):
     assert last["critic_loss"] == pytest.approx(-last["estimate"] + 10 * last["penalty"], rel=1e-5, abs=1e-6)
 
 
-def test_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path):
-    text = spec("adversarial(loss = wgan_gp, critic_steps = 2)")
+@pytest.mark.parametrize("optimizers", ["", ", optimizer = optimistic_adam(lr = 0.002, beta1 = 0)"])
+def test_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, optimizers):
+    text = spec("adversarial(loss = wgan_gp, critic_steps = 2)", optimizers)
     whole = fit(text, tmp_path, "whole", max_steps=6)
     fit(text, tmp_path, "split", max_steps=3)
     resumed = fit(text, tmp_path, "split", max_steps=6, resume=True)

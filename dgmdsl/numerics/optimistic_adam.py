@@ -5,38 +5,28 @@ estimates; optimistic Adam moves by 2 u_t - u_{t-1} instead of u_t: it extrapola
 the newest step and takes back the one before. In a two-player game this damps the
 rotation that plain gradient steps orbit with (the bilinear game x * y, where Adam
 circles the equilibrium and optimistic Adam spirals into it; tests/numerics/
-test_optimistic_adam.py). Weight decay, as in torch.optim.Adam, is added to the gradient.
+test_optimistic_adam.py).
 
-The per-parameter state is Adam's (step, exp_avg, exp_avg_sq) plus `last_update`, the
-u_{t-1} above, all tensors: the optimizer's state_dict saves and restores a run exactly.
+torch.optim.Adam takes the step u_t (moments, bias correction, weight decay are its
+own); this class only adds the correction -u_t + u_{t-1}, keeping u_{t-1} as
+`last_update` in each parameter's Adam state, so the state_dict restores a run exactly.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 
 __all__ = ["OptimisticAdam"]
 
 
-class OptimisticAdam(torch.optim.Optimizer):
-    """torch.optim.Adam's moments; the parameters move by 2 u_t - u_{t-1} (see the module)."""
+class OptimisticAdam(torch.optim.Adam):
+    """torch.optim.Adam whose parameters move by 2 u_t - u_{t-1} (see the module)."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
         if lr <= 0 or eps <= 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"invalid OptimisticAdam options lr={lr}, betas={betas}, eps={eps}, "
                              f"weight_decay={weight_decay}")
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
-
-    def _state_of(self, p: torch.Tensor) -> dict:
-        state = self.state[p]
-        if not state:
-            state["step"] = torch.zeros((), dtype=torch.float32)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["last_update"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return state
+        super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -44,33 +34,17 @@ class OptimisticAdam(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            beta1, beta2 = group["betas"]
-            states = [self._state_of(p) for p in params]
-            grads = [p.grad for p in params]
-            if group["weight_decay"]:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            exp_avgs = [s["exp_avg"] for s in states]
-            exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-            torch._foreach_mul_(exp_avg_sqs, beta2)
-            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
-            step_sizes, root_corrections = [], []
-            for s in states:
-                s["step"] += 1
-                t = float(s["step"])
-                step_sizes.append(group["lr"] / (1 - beta1 ** t))
-                root_corrections.append(math.sqrt(1 - beta2 ** t))
-            denominators = torch._foreach_sqrt(exp_avg_sqs)
-            torch._foreach_div_(denominators, root_corrections)
-            torch._foreach_add_(denominators, group["eps"])
-            updates = torch._foreach_div(exp_avgs, denominators)
-            torch._foreach_mul_(updates, step_sizes)
-            last = [s["last_update"] for s in states]
-            torch._foreach_add_(params, updates, alpha=-2.0)
-            torch._foreach_add_(params, last)
-            torch._foreach_copy_(last, updates)
+        stepped = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if not stepped:
+            return loss
+        before = torch._foreach_mul(stepped, 1.0)  # copies
+        super().step()
+        updates = torch._foreach_sub(before, stepped)  # Adam's u_t
+        for p in stepped:
+            if "last_update" not in self.state[p]:  # the first step: u_0 = 0
+                self.state[p]["last_update"] = torch.zeros_like(p)
+        last = [self.state[p]["last_update"] for p in stepped]
+        torch._foreach_sub_(stepped, updates)
+        torch._foreach_add_(stepped, last)
+        torch._foreach_copy_(last, updates)
         return loss

@@ -11,10 +11,11 @@ Usage: python benchmarks/reference/wgan_gp_ref.py --steps N --batch-size B
 Probe options (quality, not the speed benchmark): --lr, --beta1, --beta2, --critic-lr,
 --critic-beta1, --generator-optimizer optimistic_adam (dgmdsl's OptimisticAdam for the
 generator, the critic keeping Adam), --cosine (decay both steps to 0 over the run), --critic-warmup N (100
-critic updates for each of the first N generator updates, as the original WGAN code) and
+critic updates for each of the first N generator updates, as the original WGAN code),
+--he-init generator|both (He et al. 2015 initialisation instead of torch's default) and
 --report-every K (modes covered and high-quality fraction of 2000 samples every K steps;
 benchmarks/results/gan-wgan_gp-optimizer-probe.log, gan-wgan_gp-lockon-probe.log,
-gan-wgan_gp-dynamics-probe.log).
+gan-wgan_gp-dynamics-probe.log, gan-wgan_gp-batch-init-probe.log).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # data loading onl
 
 from dgmdsl.data import toy_dataset  # noqa: E402
 
-__all__ = ["mlp", "penalty", "train", "critic_updates", "main"]
+__all__ = ["mlp", "he_init", "penalty", "train", "critic_updates", "main"]
 
 LATENT, HIDDEN, CRITIC_STEPS, LAMBDA = 16, [256, 256], 5, 10.0
 WARMUP_CRITIC_STEPS = 100  # --critic-warmup: critic updates per generator update
@@ -44,6 +45,15 @@ def mlp(n_in: int, n_out: int, hidden: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(widths[-1], n_out))
 
 
+def he_init(net: nn.Sequential) -> None:
+    """Normal weights of variance 2 / fan-in before a ReLU, 1 / fan-in at the output; zero biases."""
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    for i, layer in enumerate(linears):
+        gain = 1.0 if i == len(linears) - 1 else math.sqrt(2.0)
+        nn.init.normal_(layer.weight, std=gain / math.sqrt(layer.in_features))
+        nn.init.zeros_(layer.bias)
+
+
 def penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     eps = torch.rand(len(real), 1)
     mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
@@ -54,8 +64,10 @@ def penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.
 def train(data: torch.Tensor, steps: int, batch_size: int, seed: int = 0, lr: float = 1e-3,
           beta1: float = 0.0, cosine: bool = False, report_every: int = 0, beta2: float = 0.9,
           critic_lr: float | None = None, critic_beta1: float | None = None, critic_warmup: int = 0,
-          generator_optimizer: str = "adam") -> float:
+          generator_optimizer: str = "adam", he: str = "none") -> float:
     G, D = mlp(LATENT, 2, HIDDEN), mlp(2, 1, HIDDEN)
+    for net in {"none": (), "generator": (G,), "both": (G, D)}[he]:
+        he_init(net)
     critic_lr = lr if critic_lr is None else critic_lr
     if generator_optimizer == "optimistic_adam":
         from dgmdsl.numerics.optimistic_adam import OptimisticAdam
@@ -124,6 +136,7 @@ def main() -> None:
     parser.add_argument("--critic-beta1", type=float, default=None, help="default: --beta1")
     parser.add_argument("--critic-warmup", type=int, default=0)
     parser.add_argument("--generator-optimizer", choices=("adam", "optimistic_adam"), default="adam")
+    parser.add_argument("--he-init", choices=("none", "generator", "both"), default="none")
     parser.add_argument("--cosine", action="store_true")
     parser.add_argument("--report-every", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
@@ -133,7 +146,7 @@ def main() -> None:
     loss = train(data, args.steps, args.batch_size, seed=args.seed, lr=args.lr, beta1=args.beta1, cosine=args.cosine,
                  report_every=args.report_every, beta2=args.beta2, critic_lr=args.critic_lr,
                  critic_beta1=args.critic_beta1, critic_warmup=args.critic_warmup,
-                 generator_optimizer=args.generator_optimizer)
+                 generator_optimizer=args.generator_optimizer, he=args.he_init)
     print(f"final generator loss {loss:.4f}")
 
 

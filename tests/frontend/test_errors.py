@@ -39,6 +39,9 @@ EXPECTED = {
     "flow_prior_base_guided": (12, 9, ["u is the base of flow prior 'prior'", "the guide is written for z"]),
     "guide_flow_base_in_model": (13, 18, ["base of guide flow 'post'", "e is defined in the model"]),
     "fit_option_wrong_family": (8, 11, ["fit option 'ema' does not apply to a flow model"]),
+    "unknown_activation": (4, 40, ["unknown activation 'rleu'", "did you mean 'relu'?"]),
+    "bad_net_width": (5, 62, ["MLP.hidden must be a list of positive integers"]),
+    "conditioner_bad_activation": (3, 74, ["MADE.act must be an activation name"]),
 }
 
 

@@ -7,6 +7,7 @@ from ..catalog import AR_FAMILIES, SUPPORT_WORDS, support_fits
 from ..checked import VarInfo
 from .context import Context
 from .exprs import net_input, record_net_output
+from .symbols import check_net_call
 
 __all__ = ["check_construct", "AR_CONDITIONERS"]
 
@@ -87,6 +88,7 @@ def _conditioner(ctx: Context, var: VarInfo, value) -> None:
             if arg.name not in AR_CONDITIONERS[name]:
                 ctx.error(E.unknown(arg.span, f"option of {name}", arg.name or "positional argument",
                                     AR_CONDITIONERS[name]))
+        check_net_call(ctx, value)
     if name == "PixelCNN" and len(var.type.shape) != 3:
         ctx.error(E.unsupported(value.span, f"PixelCNN needs an image-shaped variable [C, H, W]; "
                                             f"{var.name} is {var.type}"))

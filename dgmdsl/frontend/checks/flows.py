@@ -7,6 +7,7 @@ from .. import errors as E
 from ..catalog import FLOW_LAYERS, NETS
 from ..checked import FlowInfo
 from .context import Context
+from .symbols import check_net_call
 
 __all__ = ["check_flows", "check_flow_latents"]
 
@@ -58,6 +59,8 @@ def _check_option(ctx: Context, layer: str, key: str, kind: str, value) -> None:
             ctx.nets[name].uses.append(value.span)
         elif name not in NETS:
             ctx.error(E.unknown(value.span, f"net for {layer}", name or "expression", set(NETS) | set(ctx.nets)))
+        else:
+            check_net_call(ctx, value)
     elif kind == "mask":
         if name not in ("alternate",):
             ctx.error(E.unknown(value.span, "mask", name or "expression", ["alternate"]))

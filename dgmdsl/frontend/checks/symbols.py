@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from .. import ast as A
 from .. import errors as E
-from ..catalog import NETS, TYPES
+from ..catalog import ACTIVATIONS, NETS, TYPES
 from ..checked import FlowInfo, NetInfo, SdeInfo, TypeInfo, VarInfo
-from ..values import to_value
+from ..values import Sym, to_value
 from .context import Context
 
-__all__ = ["check_declarations", "check_definitions", "check_type", "guide_flow_bases"]
+__all__ = ["check_declarations", "check_definitions", "check_net_call", "check_net_option", "check_type",
+           "guide_flow_bases"]
 
 MAX_SIZE = 2 ** 40  # a declared size past this is a user error (and is never allocated)
 
@@ -81,8 +82,41 @@ def _declare_net(ctx: Context, decl: A.NetDecl) -> None:
     for arg in (decl.ctor.args if isinstance(decl.ctor, A.Call) else ()):
         if arg.name is not None and arg.name not in NETS[ctor].options:
             ctx.error(E.unknown(arg.span, f"option of {ctor}", arg.name, NETS[ctor].options))
+        elif arg.name is not None:
+            check_net_option(ctx, f"{ctor}.{arg.name}", NETS[ctor].options[arg.name], arg.value)
     inputs = tuple(n.id for n in decl.inputs) if decl.inputs else None
     ctx.nets[decl.name] = NetInfo(decl.name, decl.kind, ctor, options, decl.name_span, inputs)
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def check_net_call(ctx: Context, call: A.Expr) -> None:
+    """The option values of an inline net call (`MLP(hidden = [64])` in a flow layer or as
+    a conditioner); unknown option names are the caller's check."""
+    name = A.call_name(call)
+    if isinstance(call, A.Call) and name in NETS:
+        for arg in call.args:
+            if arg.name in NETS[name].options:
+                check_net_option(ctx, f"{name}.{arg.name}", NETS[name].options[arg.name], arg.value)
+
+
+def check_net_option(ctx: Context, what: str, kind: str, expr: A.Expr) -> None:
+    """A net option's value against its kind (catalog.NetCtor): checked here, so that a
+    wrong width or activation is a spec error, not a failure when the net is built."""
+    value = to_value(expr)
+    if kind == "act":
+        if not isinstance(value, Sym):
+            ctx.error(E.bad_argument(expr.span, f"{what} must be an activation name",
+                                     f"one of {', '.join(sorted(ACTIVATIONS))}"))
+        elif value.name not in ACTIVATIONS:
+            ctx.error(E.unknown(expr.span, "activation", value.name, ACTIVATIONS))
+    elif kind == "int" and not _positive_int(value):
+        ctx.error(E.bad_argument(expr.span, f"{what} must be a positive integer", "e.g. 64"))
+    elif kind == "ints" and not (_positive_int(value)
+                                 or isinstance(value, list) and all(_positive_int(v) for v in value)):
+        ctx.error(E.bad_argument(expr.span, f"{what} must be a list of positive integers", "e.g. [128, 128]"))
 
 
 def check_definitions(ctx: Context) -> None:

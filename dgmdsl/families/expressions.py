@@ -35,7 +35,8 @@ def build_net(info, hidden_default=(64, 64)) -> nn.Module:
     act = getattr(act, "name", act) or "relu"
     if info.ctor == "Linear":
         return nn.Linear(info.in_width, info.out_width)
-    return MLP(info.in_width, info.out_width, [int(h) for h in hidden], act)
+    init = getattr(info.options.get("init"), "name", None) or "default"
+    return MLP(info.in_width, info.out_width, [int(h) for h in hidden], act, init)
 
 
 def one_hot_input(value: torch.Tensor, var: VarInfo | None) -> torch.Tensor:

@@ -61,8 +61,9 @@ def build_time_net(info: NetInfo, shape: tuple[int, ...]) -> nn.Module:
     hidden = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]
     act = getattr(options.get("act"), "name", None) or "relu"
     width = prod(shape)
+    init = getattr(options.get("init"), "name", None) or "default"
     return TimeConditionedMLP(info.in_width or width, info.out_width or width, hidden, act,
-                              int(embedding) if embedding else None)
+                              int(embedding) if embedding else None, init)
 
 
 def construct_arguments(var: VarInfo, positional_names: tuple[str, ...]) -> dict[str, A.Expr]:

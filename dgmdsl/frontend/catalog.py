@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "TYPES", "DISCRETE_TYPES", "DistInfo", "DISTRIBUTIONS", "FAMILY_CONSTRUCTS", "AR_FAMILIES",
-    "FUNCTIONS", "ELEMENTWISE", "NetCtor", "NETS", "FLOW_LAYERS", "ACTIVATIONS", "DATASETS",
+    "FUNCTIONS", "ELEMENTWISE", "NetCtor", "NETS", "FLOW_LAYERS", "ACTIVATIONS", "NET_INITS", "DATASETS",
     "TOY_DATASETS", "support_fits", "SUPPORT_WORDS",
 ]
 
@@ -72,19 +72,22 @@ FUNCTIONS = ELEMENTWISE | {"sum", "table", "linear", "nearest"}
 @dataclass(frozen=True)
 class NetCtor:
     name: str
-    options: dict[str, str]   # option -> kind: int | ints | act | bool
+    options: dict[str, str]   # option -> kind: int | ints | act | embedding | init
     images: bool = False      # works on [C, H, W] data
 
 
 NETS: dict[str, NetCtor] = {n.name: n for n in [
-    NetCtor("MLP", {"hidden": "ints", "act": "act", "time_embedding": "int"}),
+    NetCtor("MLP", {"hidden": "ints", "act": "act", "time_embedding": "embedding", "init": "init"}),
     NetCtor("Linear", {}),
-    NetCtor("Conv", {"channels": "ints", "kernel": "int", "act": "act", "time_embedding": "int"}, True),
-    NetCtor("UNet", {"channels": "ints", "time_embedding": "int"}, True),
+    NetCtor("Conv", {"channels": "ints", "kernel": "int", "act": "act", "time_embedding": "embedding"}, True),
+    NetCtor("UNet", {"channels": "ints", "time_embedding": "embedding"}, True),
     NetCtor("MADE", {"hidden": "ints", "masks": "int", "act": "act"}),
     NetCtor("NADE", {"hidden": "int", "act": "act"}),
     NetCtor("PixelCNN", {"layers": "int", "channels": "int"}, True),
 ]}
+
+# `init` of an MLP: torch's default nn.Linear initialisation, or He et al. (2015)
+NET_INITS = {"default", "he"}
 
 ACTIVATIONS = {"relu", "swish", "silu", "tanh", "sigmoid", "elu", "gelu", "leaky_relu", "softplus"}
 

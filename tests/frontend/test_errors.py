@@ -42,6 +42,8 @@ EXPECTED = {
     "unknown_activation": (4, 40, ["unknown activation 'rleu'", "did you mean 'relu'?"]),
     "bad_net_width": (5, 62, ["MLP.hidden must be a list of positive integers"]),
     "conditioner_bad_activation": (3, 74, ["MADE.act must be an activation name"]),
+    "unknown_init": (4, 41, ["unknown initialisation 'kaiming'"]),
+    "time_embedding_too_small": (3, 49, ["MLP.time_embedding must be an integer >= 2"]),
 }
 
 

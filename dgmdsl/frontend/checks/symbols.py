@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import ast as A
 from .. import errors as E
-from ..catalog import ACTIVATIONS, NETS, TYPES
+from ..catalog import ACTIVATIONS, NET_INITS, NETS, TYPES
 from ..checked import FlowInfo, NetInfo, SdeInfo, TypeInfo, VarInfo
 from ..values import Sym, to_value
 from .context import Context
@@ -112,6 +112,15 @@ def check_net_option(ctx: Context, what: str, kind: str, expr: A.Expr) -> None:
                                      f"one of {', '.join(sorted(ACTIVATIONS))}"))
         elif value.name not in ACTIVATIONS:
             ctx.error(E.unknown(expr.span, "activation", value.name, ACTIVATIONS))
+    elif kind == "init":
+        if not isinstance(value, Sym):
+            ctx.error(E.bad_argument(expr.span, f"{what} must be an initialisation name",
+                                     f"one of {', '.join(sorted(NET_INITS))}"))
+        elif value.name not in NET_INITS:
+            ctx.error(E.unknown(expr.span, "initialisation", value.name, NET_INITS))
+    elif kind == "embedding" and not (_positive_int(value) and value >= 2):
+        ctx.error(E.bad_argument(expr.span, f"{what} must be an integer >= 2 (a sinusoidal embedding's width)",
+                                 "e.g. 64"))
     elif kind == "int" and not _positive_int(value):
         ctx.error(E.bad_argument(expr.span, f"{what} must be a positive integer", "e.g. 64"))
     elif kind == "ints" and not (_positive_int(value)

@@ -102,22 +102,20 @@ def check_net_call(ctx: Context, call: A.Expr) -> None:
                 check_net_option(ctx, f"{name}.{arg.name}", NETS[name].options[arg.name], arg.value)
 
 
+# net option kinds whose value is one of a set of names: kind -> (noun, names)
+_NAMED_KINDS = {"act": ("activation", ACTIVATIONS), "init": ("initialisation", NET_INITS)}
+
+
 def check_net_option(ctx: Context, what: str, kind: str, expr: A.Expr) -> None:
     """A net option's value against its kind (catalog.NetCtor): checked here, so that a
     wrong width or activation is a spec error, not a failure when the net is built."""
     value = to_value(expr)
-    if kind == "act":
+    if kind in _NAMED_KINDS:
+        noun, names = _NAMED_KINDS[kind]
         if not isinstance(value, Sym):
-            ctx.error(E.bad_argument(expr.span, f"{what} must be an activation name",
-                                     f"one of {', '.join(sorted(ACTIVATIONS))}"))
-        elif value.name not in ACTIVATIONS:
-            ctx.error(E.unknown(expr.span, "activation", value.name, ACTIVATIONS))
-    elif kind == "init":
-        if not isinstance(value, Sym):
-            ctx.error(E.bad_argument(expr.span, f"{what} must be an initialisation name",
-                                     f"one of {', '.join(sorted(NET_INITS))}"))
-        elif value.name not in NET_INITS:
-            ctx.error(E.unknown(expr.span, "initialisation", value.name, NET_INITS))
+            ctx.error(E.bad_argument(expr.span, f"{what} must be an {noun} name", f"one of {', '.join(sorted(names))}"))
+        elif value.name not in names:
+            ctx.error(E.unknown(expr.span, noun, value.name, names))
     elif kind == "embedding" and not (_positive_int(value) and value >= 2):
         ctx.error(E.bad_argument(expr.span, f"{what} must be an integer >= 2 (a sinusoidal embedding's width)",
                                  "e.g. 64"))

@@ -12,7 +12,7 @@ Probe options (quality, not the speed benchmark): --lr, --beta1, --beta2, --crit
 --critic-beta1, --generator-optimizer optimistic_adam (dgmdsl's OptimisticAdam for the
 generator, the critic keeping Adam), --cosine (decay both steps to 0 over the run), --critic-warmup N (100
 critic updates for each of the first N generator updates, as the original WGAN code),
---he-init generator|both (He et al. 2015 initialisation instead of torch's default) and
+--he-init generator|both (dgmdsl's He et al. 2015 initialisation, `MLP(init = he)`) and
 --report-every K (modes covered and high-quality fraction of 2000 samples every K steps;
 benchmarks/results/gan-wgan_gp-optimizer-probe.log, gan-wgan_gp-lockon-probe.log,
 gan-wgan_gp-dynamics-probe.log, gan-wgan_gp-batch-init-probe.log).
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # data loading onl
 
 from dgmdsl.data import toy_dataset  # noqa: E402
 
-__all__ = ["mlp", "he_init", "penalty", "train", "critic_updates", "main"]
+__all__ = ["mlp", "penalty", "train", "critic_updates", "main"]
 
 LATENT, HIDDEN, CRITIC_STEPS, LAMBDA = 16, [256, 256], 5, 10.0
 WARMUP_CRITIC_STEPS = 100  # --critic-warmup: critic updates per generator update
@@ -43,15 +43,6 @@ def mlp(n_in: int, n_out: int, hidden: list[int]) -> nn.Sequential:
     for a, b in zip(widths[:-1], widths[1:]):
         layers += [nn.Linear(a, b), nn.ReLU()]
     return nn.Sequential(*layers, nn.Linear(widths[-1], n_out))
-
-
-def he_init(net: nn.Sequential) -> None:
-    """Normal weights of variance 2 / fan-in before a ReLU, 1 / fan-in at the output; zero biases."""
-    linears = [m for m in net if isinstance(m, nn.Linear)]
-    for i, layer in enumerate(linears):
-        gain = 1.0 if i == len(linears) - 1 else math.sqrt(2.0)
-        nn.init.normal_(layer.weight, std=gain / math.sqrt(layer.in_features))
-        nn.init.zeros_(layer.bias)
 
 
 def penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -66,8 +57,10 @@ def train(data: torch.Tensor, steps: int, batch_size: int, seed: int = 0, lr: fl
           critic_lr: float | None = None, critic_beta1: float | None = None, critic_warmup: int = 0,
           generator_optimizer: str = "adam", he: str = "none") -> float:
     G, D = mlp(LATENT, 2, HIDDEN), mlp(2, 1, HIDDEN)
-    for net in {"none": (), "generator": (G,), "both": (G, D)}[he]:
-        he_init(net)
+    if he != "none":  # a probe option: dgmdsl's `MLP(init = he)` weights
+        from dgmdsl.nn.mlp import he_init_
+        for net in {"generator": (G,), "both": (G, D)}[he]:
+            he_init_(net)
     critic_lr = lr if critic_lr is None else critic_lr
     if generator_optimizer == "optimistic_adam":
         from dgmdsl.numerics.optimistic_adam import OptimisticAdam

@@ -17,7 +17,7 @@ from ..frontend import ast as A
 from ..frontend.checked import CheckedModel, VarInfo
 from ..nn.mlp import MLP
 
-__all__ = ["Env", "ExprCompiler", "one_hot_input", "build_net"]
+__all__ = ["Env", "ExprCompiler", "one_hot_input", "build_net", "option_name"]
 
 Env = dict  # name -> tensor
 Closure = Callable[[Env], torch.Tensor]
@@ -26,17 +26,21 @@ _ELEMENTWISE = {"sqrt": torch.sqrt, "exp": torch.exp, "log": torch.log, "softplu
                 "sigmoid": torch.sigmoid, "tanh": torch.tanh}
 
 
+def option_name(options: dict, key: str, default: str) -> str:
+    """A net option written as a bare name (`act = relu`, `init = he`), or `default`."""
+    value = options.get(key)
+    return getattr(value, "name", value) or default
+
+
 def build_net(info, hidden_default=(64, 64)) -> nn.Module:
     """A net from its declaration; widths were inferred by the checker."""
     hidden = info.options.get("hidden", list(hidden_default))
     if isinstance(hidden, int):
         hidden = [hidden]
-    act = info.options.get("act")
-    act = getattr(act, "name", act) or "relu"
     if info.ctor == "Linear":
         return nn.Linear(info.in_width, info.out_width)
-    init = getattr(info.options.get("init"), "name", None) or "default"
-    return MLP(info.in_width, info.out_width, [int(h) for h in hidden], act, init)
+    return MLP(info.in_width, info.out_width, [int(h) for h in hidden], option_name(info.options, "act", "relu"),
+               option_name(info.options, "init", "default"))
 
 
 def one_hot_input(value: torch.Tensor, var: VarInfo | None) -> torch.Tensor:

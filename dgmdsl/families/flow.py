@@ -154,8 +154,8 @@ class _NetFactory:
             raise self._error(choice, "a flow layer's net takes no time input (time_embedding)")
         if choice.ctor == "Linear":
             return nn.Linear(n_in, n_out)
-        init = choice.options.get("init", "default")
-        return MLP(n_in, n_out, self._hidden(choice), choice.options.get("act", "relu"), getattr(init, "name", init))
+        return MLP(n_in, n_out, self._hidden(choice), choice.options.get("act", "relu"),
+                   choice.options.get("init", "default"))  # options are plain (_plain_options)
 
     def _made(self, choice: NetChoice, features: int, param_dims) -> nn.Module:
         from pyro.nn import AutoRegressiveNN

@@ -30,6 +30,7 @@ from ..numerics.ncsn import annealed_langevin, geometric_sigmas, ncsn_dsm_loss, 
 from ..numerics.sample_metrics import mmd_report
 from ..runtime.errors import RuntimeUserError
 from .base import CompiledModel, seeded
+from .expressions import option_name
 
 __all__ = ["ScoreBasedModel", "ScoreModel", "build_time_net", "construct_arguments", "schedule_of", "per_example",
            "EVAL_SEED", "MMD_SAMPLES", "IMAGE_DIMS"]
@@ -59,11 +60,10 @@ def build_time_net(info: NetInfo, shape: tuple[int, ...]) -> nn.Module:
                                hint="use MLP (any data) or UNet (images [C, H, W])")
     hidden = [] if info.ctor == "Linear" else options.get("hidden", [128, 128])
     hidden = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]
-    act = getattr(options.get("act"), "name", None) or "relu"
     width = prod(shape)
-    init = getattr(options.get("init"), "name", None) or "default"
-    return TimeConditionedMLP(info.in_width or width, info.out_width or width, hidden, act,
-                              int(embedding) if embedding else None, init)
+    return TimeConditionedMLP(info.in_width or width, info.out_width or width, hidden,
+                              option_name(options, "act", "relu"), int(embedding) if embedding else None,
+                              option_name(options, "init", "default"))
 
 
 def construct_arguments(var: VarInfo, positional_names: tuple[str, ...]) -> dict[str, A.Expr]:

@@ -126,8 +126,8 @@ def cmd_fit(args) -> int:
             return 0
     result = run.fit_result
     print(f"model {model.name}: {model.method} on {run.data_source.describe()}")
-    for key in ("steps", "epochs", "final_loss", "best_step", "best_valid_loss", "elapsed_s", "stopped_by",
-                "note"):
+    for key in ("steps", "epochs", "penalty", "clip", "final_loss", "best_step", "best_valid_loss", "elapsed_s",
+                "stopped_by", "note"):
         if result.get(key) is not None:
             print(f"  {key}: {result[key]}")
     for name, optimizer in (result.get("optimizers") or {}).items():

@@ -4,7 +4,8 @@
 G: 16 -> 256 -> 256 -> 2 and D: 2 -> 256 -> 256 -> 1 (ReLU); Adam(1e-3, betas 0, 0.9)
 for both; one step = 5 critic updates, each on its own B data rows (5 B rows a step from
 a per-epoch permutation, incomplete tail dropped) and a fresh fake batch, with the
-gradient penalty (lambda = 10) on interpolates; then one generator update.
+one-sided gradient penalty (lambda = 10) on interpolates, dgm's default `penalty_form`;
+then one generator update.
 
 Usage: python benchmarks/reference/wgan_gp_ref.py --steps N --batch-size B
 
@@ -12,7 +13,8 @@ Probe options (quality, not the speed benchmark): --lr, --beta1, --beta2, --crit
 --critic-beta1, --generator-optimizer optimistic_adam (dgmdsl's OptimisticAdam for the
 generator, the critic keeping Adam), --cosine (decay both steps to 0 over the run), --critic-warmup N (100
 critic updates for each of the first N generator updates, as the original WGAN code),
---he-init generator|both (dgmdsl's He et al. 2015 initialisation, `MLP(init = he)`) and
+--he-init generator|both (dgmdsl's He et al. 2015 initialisation, `MLP(init = he)`),
+--penalty-form two_sided (the paper's (||grad|| - 1)^2; gan-wgan_gp-penalty-form-probe.log) and
 --report-every K (modes covered and high-quality fraction of 2000 samples every K steps;
 benchmarks/results/gan-wgan_gp-optimizer-probe.log, gan-wgan_gp-lockon-probe.log,
 gan-wgan_gp-dynamics-probe.log, gan-wgan_gp-batch-init-probe.log).
@@ -45,17 +47,18 @@ def mlp(n_in: int, n_out: int, hidden: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(widths[-1], n_out))
 
 
-def penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+def penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, one_sided: bool = True) -> torch.Tensor:
     eps = torch.rand(len(real), 1)
     mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
-    return ((grad.norm(dim=1) - 1) ** 2).mean()
+    excess = grad.norm(dim=1) - 1
+    return ((excess.clamp(min=0) if one_sided else excess) ** 2).mean()
 
 
 def train(data: torch.Tensor, steps: int, batch_size: int, seed: int = 0, lr: float = 1e-3,
           beta1: float = 0.0, cosine: bool = False, report_every: int = 0, beta2: float = 0.9,
           critic_lr: float | None = None, critic_beta1: float | None = None, critic_warmup: int = 0,
-          generator_optimizer: str = "adam", he: str = "none") -> float:
+          generator_optimizer: str = "adam", he: str = "none", one_sided: bool = True) -> float:
     G, D = mlp(LATENT, 2, HIDDEN), mlp(2, 1, HIDDEN)
     if he != "none":  # a probe option: dgmdsl's `MLP(init = he)` weights
         from dgmdsl.nn.mlp import he_init_
@@ -84,7 +87,7 @@ def train(data: torch.Tensor, steps: int, batch_size: int, seed: int = 0, lr: fl
                 order, position = torch.randperm(len(data), generator=generator), 0
             batch = data[order[position:position + rows]]
             position += rows
-            critic_updates(G, D, d_opt, batch.split(batch_size))
+            critic_updates(G, D, d_opt, batch.split(batch_size), one_sided)
         for p in D.parameters():
             p.requires_grad_(False)
         g_loss = -D(G(torch.randn(batch_size, LATENT))).mean()
@@ -98,11 +101,11 @@ def train(data: torch.Tensor, steps: int, batch_size: int, seed: int = 0, lr: fl
     return float(g_loss.detach())
 
 
-def critic_updates(G: nn.Module, D: nn.Module, d_opt: torch.optim.Optimizer, reals) -> None:
+def critic_updates(G: nn.Module, D: nn.Module, d_opt: torch.optim.Optimizer, reals, one_sided: bool = True) -> None:
     for real in reals:
         with torch.no_grad():
             fake = G(torch.randn(len(real), LATENT))
-        d_loss = D(fake).mean() - D(real).mean() + LAMBDA * penalty(D, real, fake)
+        d_loss = D(fake).mean() - D(real).mean() + LAMBDA * penalty(D, real, fake, one_sided)
         d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         d_opt.step()
@@ -130,6 +133,7 @@ def main() -> None:
     parser.add_argument("--critic-warmup", type=int, default=0)
     parser.add_argument("--generator-optimizer", choices=("adam", "optimistic_adam"), default="adam")
     parser.add_argument("--he-init", choices=("none", "generator", "both"), default="none")
+    parser.add_argument("--penalty-form", choices=("one_sided", "two_sided"), default="one_sided")
     parser.add_argument("--cosine", action="store_true")
     parser.add_argument("--report-every", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
@@ -139,7 +143,8 @@ def main() -> None:
     loss = train(data, args.steps, args.batch_size, seed=args.seed, lr=args.lr, beta1=args.beta1, cosine=args.cosine,
                  report_every=args.report_every, beta2=args.beta2, critic_lr=args.critic_lr,
                  critic_beta1=args.critic_beta1, critic_warmup=args.critic_warmup,
-                 generator_optimizer=args.generator_optimizer, he=args.he_init)
+                 generator_optimizer=args.generator_optimizer, he=args.he_init,
+                 one_sided=args.penalty_form == "one_sided")
     print(f"final generator loss {loss:.4f}")
 
 

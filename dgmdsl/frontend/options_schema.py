@@ -196,6 +196,7 @@ LANGEVIN = Ctor("langevin", {"steps": POS_INT, "step_size": POS}, ("steps", "ste
 MH = Ctor("mh", {"steps": POS_INT, "proposal_scale": POS}, ("steps", "proposal_scale"))
 DIVERGENCES = ("kl", "reverse_kl", "js", "pearson", "squared_hellinger")
 ADV_LOSSES = ("minimax", "non_saturating", "wgan", "wgan_gp", "hinge", "least_squares")
+PENALTY_FORMS = ("one_sided", "two_sided")  # of the gradient penalty (docs/decisions.md)
 
 METHODS: dict[str, Ctor] = {c.name: c for c in [
     Ctor("exact_nll"),
@@ -216,7 +217,8 @@ METHODS: dict[str, Ctor] = {c.name: c for c in [
     Ctor("fce", {"noise": AnyValue("flow")}, ("noise",), required=("noise",), bare_ok=False),
     Ctor("adversarial", {"loss": OneOf((Enum(ADV_LOSSES),
                                         Ctor("f_gan", {"divergence": Enum(DIVERGENCES)}, ("divergence",)))),
-                         "critic_steps": POS_INT, "penalty": NONNEG, "clip": POS}),
+                         "critic_steps": POS_INT, "penalty": NONNEG, "clip": POS,
+                         "penalty_form": Enum(PENALTY_FORMS)}),
     Ctor("vq", {"commitment": NONNEG, "codebook": OneOf((Ctor("ema", {"decay": PROB}, ("decay",)),
                                                          Enum(("loss",))))}),
     Ctor("distill", {"teacher": Str(), "samples": POS_INT}, ("teacher",), required=("teacher",),

@@ -1,8 +1,8 @@
 """Adversarial training of implicit generators (LANGUAGE.md §5.7; method `adversarial`).
 
-`adversarial(loss = ..., critic_steps = k, penalty = lambda, clip = c)`. The losses,
-the gradient penalty and weight clipping are `dgmdsl.numerics.adversarial`; here is the
-schedule. One step of the shared loop (what `--max-steps` counts) is one generator
+`adversarial(loss = ..., critic_steps = k, penalty = lambda, clip = c, penalty_form = f)`.
+The losses, the gradient penalty and weight clipping are `dgmdsl.numerics.adversarial`;
+here is the schedule. One step of the shared loop (what `--max-steps` counts) is one generator
 update preceded by k critic updates. The loop hands each step one batch of k × B rows
 (B = the batch size) from its seeded per-epoch order, split into k critic batches of B
 rows: every critic update sees fresh data, an epoch is one pass of the critic over the
@@ -22,6 +22,11 @@ and at 1e-3 with betas (0, 0.9) it converges onto the grid (benchmarks/results/
 gan-wgan_gp-optimizer-probe.log; momentum in a two-player game rotates around the
 equilibrium, Gidel et al. 2019). The implicit family's default learning rate is None,
 meaning "not set": `--lr` or an optimizer's `lr` replaces the loss's default step.
+
+The gradient penalty is one-sided unless `penalty_form = two_sided` asks for the paper's:
+at penalty 10 the two-sided form makes a critic ranked the wrong way round a local
+optimum (every flat critic costs the full penalty), and on grid_25_gaussians that trap,
+not the optimizer, decided whether a run locked on (docs/decisions.md, "Gradient penalty").
 
 Over torch.distributed (`--nproc`, torchrun) each player's loss runs as the forward of
 its own DistributedDataParallel wrapper, which registers that player's modules alone, so
@@ -54,6 +59,8 @@ DEFAULT_OPTIMIZERS = {
     "wgan_gp": ("adam", {"lr": DEFAULT_LR, "beta1": 0.0, "beta2": 0.9}),  # see the docstring
     "wgan": ("rmsprop", {"lr": 5e-5}),  # momentum destabilises weight clipping
 }
+# `penalty_form` where the method leaves it out (docs/decisions.md, "Gradient penalty")
+DEFAULT_PENALTY_FORM = "one_sided"
 # A critic whose loss (penalty included) exceeds this in magnitude has diverged: every
 # supported loss stays many orders of magnitude below it on data of unit scale.
 EXPLODING_CRITIC_LOSS = 1e6
@@ -118,6 +125,7 @@ class Adversarial(Engine):
         self.loss = loss_from_options(options.get("loss"))
         self.critic_steps = int(options.get("critic_steps") or self.loss.default_critic_steps)
         self.penalty = float(options["penalty"]) if "penalty" in options else float(self.loss.default_penalty or 0)
+        self.penalty_form = str(options.get("penalty_form") or DEFAULT_PENALTY_FORM)
         self.clip = float(options["clip"]) if "clip" in options else self.loss.default_clip
         self.optimizer_specs = self._optimizer_specs()
         generator_spec, critic_spec = self.optimizer_specs
@@ -184,7 +192,8 @@ class Adversarial(Engine):
         loss = self.loss.critic_loss(real_out, fake_out)
         penalty = None
         if self.penalty > 0:
-            penalty = gradient_penalty(model.score, real_in, fake_in, eps=eps)
+            penalty = gradient_penalty(model.score, real_in, fake_in, eps=eps,
+                                       one_sided=self.penalty_form == "one_sided")
             loss = loss + self.penalty * penalty
         return loss, real_out, fake_out, penalty
 
@@ -265,6 +274,12 @@ class Adversarial(Engine):
             raise CriticDiverged(self._step, value, run.checkpoint_path if run is not None and run.has_checkpoint
                                  else None)
 
+    def _penalty_summary(self) -> dict[str, Any]:
+        """What regularised the critic, for fit_result.json and `dgm fit`'s report."""
+        if self.penalty > 0:
+            return {"penalty": f"{self.penalty:g} x {self.penalty_form.replace('_', '-')} gradient penalty"}
+        return {"clip": self.clip} if self.clip is not None else {}
+
     # ---- checkpoints and the loop ----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         self._check()  # never hand a diverged critic to a checkpoint
@@ -297,7 +312,8 @@ class Adversarial(Engine):
         result = run_loop(self, data, config, run_dir, resume_state=resume_state, device=device)
         self.model.eval()
         generator, critic = self.optimizer_specs
-        return {"steps": result.steps, "critic_steps": self.critic_steps, "epochs": round(result.epochs_done, 3),
+        return {"steps": result.steps, "critic_steps": self.critic_steps, **self._penalty_summary(),
+                "epochs": round(result.epochs_done, 3),
                 "optimizers": {"generator": [generator[0], generator[1]], "critic": [critic[0], critic[1]]},
                 "final_loss": result.final_loss, "stopped_by": result.stopped_by,
                 "elapsed_s": round(result.elapsed_s, 2),

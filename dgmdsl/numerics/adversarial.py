@@ -184,8 +184,10 @@ def _as_tuple(x: TensorOrTensors) -> tuple[Tensor, ...]:
 
 def gradient_penalty(critic_fn: Callable[..., Tensor], real: TensorOrTensors,
                      fake: TensorOrTensors, generator: torch.Generator | None = None,
-                     target_norm: float = 1.0, eps: Tensor | None = None) -> Tensor:
-    """E[(||∇ critic(x̂)||₂ - target_norm)²] at x̂ = ε x + (1 - ε) x̃ (Gulrajani et al. 2017).
+                     target_norm: float = 1.0, eps: Tensor | None = None, one_sided: bool = False) -> Tensor:
+    """E[(||∇ critic(x̂)||₂ - target_norm)²] at x̂ = ε x + (1 - ε) x̃ (Gulrajani et al. 2017);
+    with `one_sided`, E[max(0, ||∇ critic(x̂)||₂ - target_norm)²] (Petzka et al. 2018), which
+    prices only gradients steeper than the target, so a flat critic costs nothing.
 
     `real`/`fake` may be tuples of tensors (a BiGAN critic reading (x, z)): each
     is interpolated with the same per-example ε and the norm is taken over all
@@ -206,7 +208,10 @@ def gradient_penalty(critic_fn: Callable[..., Tensor], real: TensorOrTensors,
     squared_norm = sum(g.reshape(n, -1).pow(2).sum(dim=1) for g in grads)
     # The tiny offset keeps sqrt's backward finite where the critic is flat (zero gradient).
     norm = torch.sqrt(squared_norm + torch.finfo(squared_norm.dtype).tiny)
-    return ((norm - target_norm) ** 2).mean()
+    excess = norm - target_norm
+    if one_sided:
+        excess = excess.clamp(min=0.0)
+    return (excess ** 2).mean()
 
 
 def _interpolate(real: Tensor, fake: Tensor, eps: Tensor) -> Tensor:

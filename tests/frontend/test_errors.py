@@ -44,6 +44,7 @@ EXPECTED = {
     "conditioner_bad_activation": (3, 74, ["MADE.act must be an activation name"]),
     "unknown_init": (4, 41, ["unknown initialisation 'kaiming'"]),
     "time_embedding_too_small": (3, 49, ["MLP.time_embedding must be an integer >= 2"]),
+    "penalty_form_without_penalty": (8, 61, ["penalty_form has no effect without a gradient penalty"]),
 }
 
 

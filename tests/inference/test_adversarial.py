@@ -98,6 +98,34 @@ def test_loss_defaults_and_spec_optimizers():
     assert critic == {id(p) for p in engine.model.critic.parameters()} and not generator & critic
 
 
+@pytest.mark.parametrize("written, form, flat_critic_penalty", [("", "one_sided", 0.0),
+                                                                ("one_sided", "one_sided", 0.0),
+                                                                ("two_sided", "two_sided", 1.0)])
+def test_penalty_form_reaches_the_critic_loss(written, form, flat_critic_penalty):
+    # a critic with a zero output layer is flat: gradient 0 on every interpolate, priced
+    # 10 * (0 - 1)^2 by the two-sided penalty and nothing by the one-sided (the default)
+    engine = engine_with(spec(f"adversarial(loss = wgan_gp{', penalty_form = ' + written if written else ''})"))
+    assert engine.penalty_form == form
+    with torch.no_grad():
+        last = [m for m in engine.model.critic.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.zero_()
+    real, fake = (torch.randn(8, 2),), (torch.randn(8, 2),)
+    loss, real_out, fake_out, penalty = engine._critic_loss(real, fake, None)
+    assert penalty.item() == pytest.approx(flat_critic_penalty)
+    assert loss.item() == pytest.approx(fake_out.mean().item() - real_out.mean().item() + 10 * flat_critic_penalty)
+
+
+def test_fit_reports_the_critic_penalty(tmp_path, capsys):
+    run = fit(spec("adversarial(loss = wgan_gp, critic_steps = 2, penalty = 5, penalty_form = two_sided)"),
+              tmp_path, max_steps=1)
+    assert run.fit_result["penalty"] == "5 x two-sided gradient penalty"
+    assert fit(spec("adversarial(loss = wgan)"), tmp_path, "clipped", max_steps=1).fit_result["clip"] == 0.01
+    path = tmp_path / "wgan_gp.dgm"
+    path.write_text(spec("adversarial(loss = wgan_gp, critic_steps = 2)"))
+    assert dgm(["fit", str(path), "--max-steps", "1", "--out", str(tmp_path / "cli"), "--device", "cpu"]) == 0
+    assert "  penalty: 10 x one-sided gradient penalty" in capsys.readouterr().out.splitlines()
+
+
 def test_generator_step_leaves_the_critic_untouched():
     engine = engine_with(spec("adversarial(loss = hinge)"))
     critic = {k: v.clone() for k, v in engine.model.critic.state_dict().items()}

@@ -184,6 +184,33 @@ def test_gradient_penalty_matches_finite_differences(target):
     assert value == pytest.approx(expected, rel=1e-7)
 
 
+def test_one_sided_gradient_penalty_prices_only_steep_gradients():
+    # E[max(0, ||∇f|| - t)²]: with t the median finite-difference norm, half the
+    # interpolates are priced, so the one-sided value lies strictly inside (0, two-sided).
+    critic = _small_critic_64(3)
+    gen = torch.Generator().manual_seed(5)
+    real, fake = _randn64(gen, 8, 3), _randn64(gen, 8, 3)
+    eps = torch.rand(8, generator=gen, dtype=torch.float64)
+    mixed = eps[:, None] * real + (1 - eps[:, None]) * fake
+    fn = lambda v: critic(v[None]).sum()  # noqa: E731
+    norms = [math.sqrt(_penalty_by_finite_differences(fn, point[None], 0.0)) for point in mixed]
+    target = float(np.median(norms))
+    one_sided = gradient_penalty(critic, real, fake, eps=eps, target_norm=target, one_sided=True).item()
+    expected = float(np.mean([max(0.0, n - target) ** 2 for n in norms]))
+    assert one_sided == pytest.approx(expected, rel=1e-6)
+    two_sided = gradient_penalty(critic, real, fake, eps=eps, target_norm=target).item()
+    assert 0.0 < one_sided < two_sided
+
+
+def test_one_sided_gradient_penalty_leaves_a_flat_critic_free():
+    # a constant critic: gradient 0 everywhere, so the two-sided penalty is exactly 1
+    gen = torch.Generator().manual_seed(6)
+    real, fake = torch.randn(16, 2, generator=gen), torch.randn(16, 2, generator=gen)
+    flat = lambda x: 0.0 * x.sum(1)  # noqa: E731
+    assert gradient_penalty(flat, real, fake, generator=gen).item() == pytest.approx(1.0)
+    assert gradient_penalty(flat, real, fake, generator=gen, one_sided=True).item() == 0.0
+
+
 def test_gradient_penalty_for_pair_critic_matches_finite_differences():
     critic = _small_critic_64(5)  # BiGAN-style: reads (x[3], z[2])
     pair_critic = lambda x, z: critic(torch.cat([x, z], dim=-1))  # noqa: E731

@@ -66,6 +66,8 @@ def _check_value(ctx: Context, kind: str, opt: A.Option, value, schema) -> None:
         ctx.extend(validate(table[name], value, opt.value.span, what))
         if kind == "fit" and name in ("nce", "fce"):
             _check_noise(ctx, name, value)
+        if kind == "fit" and name == "adversarial" and isinstance(value, CallValue):
+            _check_penalty_form(ctx, value)
     elif opt.key == "data" and kind == "fit":
         _check_data(ctx, opt, value)
     else:
@@ -90,6 +92,22 @@ def _check_noise(ctx: Context, method: str, value) -> None:
             name = getattr(noise, "name", str(noise))
             ctx.error(E.unknown(getattr(noise, "span", value.span), "noise distribution", name,
                                 ["Normal", "Laplace", "StudentT"]))
+
+
+def _check_penalty_form(ctx: Context, value: CallValue) -> None:
+    """`penalty_form` shapes a gradient penalty; where none is on it would be ignored."""
+    options = value.options
+    form = options.get("penalty_form")
+    if form is None:
+        return
+    loss = getattr(options.get("loss"), "name", None)
+    # only wgan_gp turns a penalty on by default (10), as the numerics' loss table says
+    penalty = options.get("penalty", 10 if loss == "wgan_gp" else 0)
+    if isinstance(penalty, (int, float)) and penalty == 0:
+        ctx.error(E.unsupported(getattr(form, "span", value.span),
+                                "penalty_form has no effect without a gradient penalty",
+                                f"loss {loss or 'non_saturating'} has no penalty here; add one "
+                                "(penalty = 10) or remove penalty_form"))
 
 
 def _check_data(ctx: Context, opt: A.Option, value) -> None:

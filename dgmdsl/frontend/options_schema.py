@@ -190,7 +190,7 @@ NONNEG_INT = Num(integer=True, low=0)
 POS = Num(positive=True)
 NONNEG = Num(low=0)
 PROB = Num(low=0, high=1)
-DECAY = Num(low=0, below=1)  # a moment's decay rate: torch refuses 1
+DECAY = Num(low=0, below=1)  # a decay rate: at 1 the first value is kept forever
 
 LANGEVIN = Ctor("langevin", {"steps": POS_INT, "step_size": POS}, ("steps", "step_size"))
 MH = Ctor("mh", {"steps": POS_INT, "proposal_scale": POS}, ("steps", "proposal_scale"))
@@ -219,7 +219,7 @@ METHODS: dict[str, Ctor] = {c.name: c for c in [
                                         Ctor("f_gan", {"divergence": Enum(DIVERGENCES)}, ("divergence",)))),
                          "critic_steps": POS_INT, "penalty": NONNEG, "clip": POS,
                          "penalty_form": Enum(PENALTY_FORMS)}),
-    Ctor("vq", {"commitment": NONNEG, "codebook": OneOf((Ctor("ema", {"decay": PROB}, ("decay",)),
+    Ctor("vq", {"commitment": NONNEG, "codebook": OneOf((Ctor("ema", {"decay": DECAY}, ("decay",)),
                                                          Enum(("loss",))))}),
     Ctor("distill", {"teacher": Str(), "samples": POS_INT}, ("teacher",), required=("teacher",),
          bare_ok=False),
@@ -243,7 +243,7 @@ _OPT_COMMON = {"lr": POS, "weight_decay": NONNEG}
 OPTIMIZERS = OneOf(tuple(Ctor(n, {**_OPT_COMMON, **extra}, ("lr",)) for n, extra in [
     ("adam", {"beta1": DECAY, "beta2": DECAY}), ("adamw", {"beta1": DECAY, "beta2": DECAY}),
     ("optimistic_adam", {"beta1": DECAY, "beta2": DECAY}),  # extension (docs/decisions.md)
-    ("sgd", {"momentum": PROB}), ("rmsprop", {"momentum": PROB}),
+    ("sgd", {"momentum": DECAY}), ("rmsprop", {"momentum": DECAY}),
 ]))
 
 # extension (docs/decisions.md): the rate as a function of the step, applied to every optimizer
@@ -271,7 +271,7 @@ FIT_KEYS = {
     "epochs": POS_INT,
     "max_steps": POS_INT,
     "seed": NONNEG_INT,
-    "ema": PROB,
+    "ema": DECAY,
     "grad_clip": POS,
     "heldout": POS_INT,                    # extension: size of a generated held-out split
     "lr_schedule": LR_SCHEDULES,           # extension: see docs/decisions.md

@@ -45,6 +45,8 @@ EXPECTED = {
     "unknown_init": (4, 41, ["unknown initialisation 'kaiming'"]),
     "time_embedding_too_small": (3, 49, ["MLP.time_embedding must be an integer >= 2"]),
     "penalty_form_without_penalty": (8, 61, ["penalty_form has no effect without a gradient penalty"]),
+    "momentum_one": (4, 38, ["sgd.momentum must be a number in [0, 1), got 1"]),
+    "ema_decay_one": (5, 17, ["fit.ema must be a number in [0, 1), got 1"]),
 }
 
 

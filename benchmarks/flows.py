@@ -1,7 +1,7 @@
 """Flows: held-out NLL against the data's entropy, IAF-student vs MAF-teacher sampling
 throughput, and the marginal training-step cost of `dgm fit` against hand-written PyTorch.
 
-Usage: python benchmarks/flows.py [--quick] [--skip-quality] [--skip-speed] [--threads 2] [--epochs N]
+Usage: python benchmarks/flows.py [--quick] [--skip-quality] [--skip-speed] [--threads 1] [--epochs N]
 
 Quality trains specs/nice.dgm, realnvp.dgm and maf.dgm (their own settings; --quick caps the
 steps), evaluates on the whole held-out split and prints the gap to `toy_entropy` (targets:
@@ -125,7 +125,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="capped steps (a few minutes on CPU)")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads, in-process and per process")
+    # 1 thread by default: a flow step here costs ~2 ms, and at 2 threads the whole-process
+    # timings of such small ops are not linear in N (the reference's fitted start-up came
+    # out negative, -0.69 s, and realnvp's ratio 0.773 against 1.018 at 1 thread)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, in-process and per process")
     parser.add_argument("--epochs", type=int, help="override the specs' epochs in the quality fits")
     parser.add_argument("--lr-schedule", default=None, help="as `dgm fit --lr-schedule` (default: the specs')")
     parser.add_argument("--models", default="nice,realnvp,maf", help="quality fits, comma-separated")

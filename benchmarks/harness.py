@@ -52,6 +52,7 @@ class SpeedResult:
     ref_step_s: float
     dgm_startup_s: float
     ref_startup_s: float
+    threads: int = 2  # OMP_NUM_THREADS of both processes
 
     @property
     def ratio(self) -> float:
@@ -72,7 +73,7 @@ def marginal_step_costs(name: str, dgm_cmd, ref_cmd, n_steps: int, repeats: int 
     dgm_step = (med[2 * n_steps] - med[n_steps]) / n_steps
     ref_step = (rmed[2 * n_steps] - rmed[n_steps]) / n_steps
     return SpeedResult(name, dgm_step, ref_step, med[n_steps] - n_steps * dgm_step,
-                       rmed[n_steps] - n_steps * ref_step)
+                       rmed[n_steps] - n_steps * ref_step, threads)
 
 
 def dgm_fit_command(spec: str, steps: int, batch_size: int, extra: list[str] | None = None) -> list[str]:
@@ -97,7 +98,7 @@ def print_speed(result: SpeedResult, family: str | None = None) -> None:
     if family:
         report(family, result.name, "speed ratio (dgm / hand-written, marginal step)", round(result.ratio, 3),
                "<= 1.05", dgm_ms=round(1e3 * result.dgm_step_s, 3), ref_ms=round(1e3 * result.ref_step_s, 3),
-               dgm_startup_s=round(result.dgm_startup_s, 2))
+               dgm_startup_s=round(result.dgm_startup_s, 2), threads=result.threads)
 
 
 def speed_against_reference(family: str, names: tuple[str, ...], specs: Path, reference: Path, n_steps: int,

@@ -34,7 +34,8 @@ Regenerate with `python benchmarks/run_all.py --quick` (minutes on CPU) or witho
 `--quick` for the full settings. Each row is one figure printed by one script, with the
 machine it was measured on. Speed ratios are the marginal cost of a training step of the
 whole `dgm fit` process against a hand-written PyTorch script doing the same steps
-(runs of 2N and N steps, interleaved, start-up reported apart, `OMP_NUM_THREADS=2`).
+(runs of 2N and N steps, interleaved, start-up reported apart, `OMP_NUM_THREADS=2`
+unless the row's details give `threads`: the flows' ~2 ms steps are timed at 1).
 Quality figures sit next to the published number or the data's known entropy.
 
 """
